@@ -1,0 +1,147 @@
+//! A child process that is killed when its handle drops, plus free-port selection.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Errors starting or controlling a test process.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("{what} is not installed: {hint}")]
+    Missing { what: String, hint: String },
+    #[error("could not start {what}: {source}")]
+    Spawn {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{what} did not become ready: {reason}\n--- last lines of {log} ---\n{tail}")]
+    NotReady {
+        what: String,
+        reason: String,
+        log: String,
+        tail: String,
+    },
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running child whose stdout and stderr go to a log file. Killed (SIGKILL) and reaped on drop.
+#[derive(Debug)]
+pub struct ManagedChild {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl ManagedChild {
+    /// Spawns `command` with its output appended to `log`.
+    pub fn spawn(name: &str, mut command: Command, log: &Path) -> Result<Self, ProcessError> {
+        let out = File::options().create(true).append(true).open(log)?;
+        let err = out.try_clone()?;
+        command.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = command.spawn().map_err(|source| ProcessError::Spawn {
+            what: name.to_string(),
+            source,
+        })?;
+        Ok(Self {
+            name: name.to_string(),
+            child: Some(child),
+            log: log.to_path_buf(),
+        })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The last `lines` lines of the log, for error messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&self.log, lines)
+    }
+
+    /// Whether the process is still running (not exited, not reaped).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Sends a signal without waiting.
+    pub fn signal(&self, signal: Signal) -> std::io::Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| std::io::Error::other(format!("{} already stopped", self.name)))?;
+        let pid = i32::try_from(pid).map_err(std::io::Error::other)?;
+        kill(Pid::from_raw(pid), signal).map_err(std::io::Error::from)
+    }
+
+    /// Waits for the process to exit and returns its status.
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self.child.take() {
+            Some(mut child) => child.wait(),
+            None => Err(std::io::Error::other(format!(
+                "{} already reaped",
+                self.name
+            ))),
+        }
+    }
+
+    /// Kills the process at once (SIGKILL, no clean-up on its side) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ManagedChild {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The last `lines` lines of a file, or a note that it cannot be read.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+/// A loopback port that was free a moment ago. The kernel hands out ephemeral ports in sequence,
+/// so a port just released is not handed out again soon; callers still retry on a bind race.
+pub fn free_port() -> std::io::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Whether something accepts TCP connections at `addr`.
+pub fn accepts(addr: SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)).is_ok()
+}
+
+/// Finds an executable on `PATH` or in the usual system folders.
+pub fn find_executable(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(
+            ["/usr/sbin", "/usr/bin", "/usr/local/bin"]
+                .into_iter()
+                .map(PathBuf::from),
+        )
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}

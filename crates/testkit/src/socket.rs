@@ -1,0 +1,236 @@
+//! The real `liveclass-socket` binary as a child process on a free loopback port.
+//!
+//! Tests run the binary rather than the library in-process because what they check — a pod
+//! killed without clean-up, SIGTERM draining, the command-line flags — is about the process.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::process::{ManagedChild, ProcessError, free_port};
+use crate::wait::until_blocking;
+
+/// Where the `liveclass-socket` binary is: `LIVECLASS_SOCKET_BIN`, or next to the running test
+/// binary's target folder (`target/<profile>/liveclass-socket`), where `cargo test` builds it.
+pub fn socket_binary() -> Result<PathBuf, ProcessError> {
+    if let Some(path) = std::env::var_os("LIVECLASS_SOCKET_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test-binary>
+    let candidate = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("liveclass-socket"))
+        .filter(|path| path.is_file());
+    candidate.ok_or_else(|| ProcessError::Missing {
+        what: "liveclass-socket".into(),
+        hint: "build it with `cargo build -p liveclass-socket` or set LIVECLASS_SOCKET_BIN".into(),
+    })
+}
+
+/// How to start a socket server.
+#[derive(Debug, Clone)]
+pub struct SocketServerBuilder {
+    binary: Option<PathBuf>,
+    redis_url: String,
+    pod_id: String,
+    secret: String,
+    args: Vec<String>,
+}
+
+impl SocketServerBuilder {
+    pub fn new(
+        redis_url: impl Into<String>,
+        pod_id: impl Into<String>,
+        secret: impl Into<String>,
+    ) -> Self {
+        Self {
+            binary: None,
+            redis_url: redis_url.into(),
+            pod_id: pod_id.into(),
+            secret: secret.into(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Uses this binary instead of [`socket_binary`].
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = Some(path.into());
+        self
+    }
+
+    /// Adds a command-line argument (for limits: `--max-frame-bytes`, `--rate`, ...).
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Adds several arguments.
+    pub fn args<I, A>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = A>,
+        A: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Starts the server and waits until `/healthz` answers 200.
+    pub fn start(self) -> Result<SocketServer, ProcessError> {
+        let binary = match &self.binary {
+            Some(path) => path.clone(),
+            None => socket_binary()?,
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("liveclass-socket-")
+            .tempdir()?;
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, &self.secret)?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let port = free_port()?;
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let mut command = Command::new(&binary);
+            command
+                .arg("--listen")
+                .arg(addr.to_string())
+                .arg("--redis-url")
+                .arg(&self.redis_url)
+                .arg("--pod-id")
+                .arg(&self.pod_id)
+                .arg("--token-secret-file")
+                .arg(&secret_file)
+                .args(&self.args)
+                .env(
+                    "RUST_LOG",
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                );
+            let log = dir.path().join("socket.log");
+            let mut child = ManagedChild::spawn("liveclass-socket", command, &log)?;
+            let started = until_blocking(
+                "liveclass-socket /healthz",
+                Duration::from_secs(15),
+                Duration::from_millis(20),
+                || {
+                    if !child.is_running() {
+                        return Some(false);
+                    }
+                    matches!(http_get(addr, "/healthz"), Ok((200, _))).then_some(true)
+                },
+            );
+            match started {
+                Ok(true) => {
+                    return Ok(SocketServer {
+                        addr,
+                        pod_id: self.pod_id,
+                        child,
+                        _dir: dir,
+                    });
+                }
+                Ok(false)
+                    if attempts < 3 && child.log_tail(5).contains("Address already in use") =>
+                {
+                    continue;
+                }
+                outcome => {
+                    let reason = match outcome {
+                        Err(reason) => reason,
+                        _ => "it exited".to_string(),
+                    };
+                    return Err(ProcessError::NotReady {
+                        what: "liveclass-socket".into(),
+                        reason,
+                        log: log.display().to_string(),
+                        tail: child.log_tail(30),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// A running `liveclass-socket` process; SIGKILLed on drop.
+#[derive(Debug)]
+pub struct SocketServer {
+    addr: SocketAddr,
+    pod_id: String,
+    child: ManagedChild,
+    _dir: tempfile::TempDir,
+}
+
+impl SocketServer {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn pod_id(&self) -> &str {
+        &self.pod_id
+    }
+
+    /// `ws://127.0.0.1:<port>/ws`
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// A plain HTTP GET against the server: `(status, body)`.
+    pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        http_get(self.addr, path)
+    }
+
+    /// Sends SIGTERM: the server starts draining.
+    pub fn terminate(&self) -> std::io::Result<()> {
+        self.child.signal(Signal::SIGTERM)
+    }
+
+    /// Kills the server at once (SIGKILL): it gets no chance to clean up its Redis state.
+    pub fn kill(&mut self) {
+        self.child.kill();
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
+        until_blocking(
+            "liveclass-socket to exit",
+            timeout,
+            Duration::from_millis(20),
+            || (!self.child.is_running()).then_some(()),
+        )?;
+        self.child.wait().map_err(|e| e.to_string())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.is_running()
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.child.log_tail(lines)
+    }
+}
+
+/// A minimal HTTP/1.1 GET with `Connection: close`; enough for probes and metrics in tests.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
