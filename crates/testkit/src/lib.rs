@@ -3,6 +3,7 @@
 //! them down on `Drop`, even when a test panics. Nothing here is a mock.
 
 pub mod client;
+pub mod cluster;
 pub mod process;
 pub mod redis;
 pub mod socket;
@@ -10,6 +11,7 @@ pub mod token;
 pub mod wait;
 
 pub use client::TestClient;
+pub use cluster::LocalCluster;
 pub use redis::RedisServer;
 pub use socket::{SocketServer, SocketServerBuilder};
 pub use token::TokenMinter;
