@@ -2,6 +2,7 @@
 //! `liveclass-socket` binary, Caddy, a local Kubernetes control plane — on loopback, and tear
 //! them down on `Drop`, even when a test panics. Nothing here is a mock.
 
+pub mod caddy;
 pub mod client;
 pub mod cluster;
 pub mod process;

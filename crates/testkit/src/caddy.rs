@@ -1,0 +1,242 @@
+//! The real Caddy in front of socket servers, on a free loopback port, killed on drop.
+//!
+//! It runs the repository's own `Caddyfile` (so tests exercise the file the demo and the
+//! benchmarks use), with its environment placeholders pointed at the test's servers: the listen
+//! port, the upstreams and the admin port are free loopback ports chosen here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::process::{ManagedChild, ProcessError, free_port};
+use crate::socket::http_get;
+use crate::wait::until_blocking;
+
+/// The repository root (the folder holding `Caddyfile` and `scripts/`).
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Where the `caddy` binary is: `LIVECLASS_CADDY`, else what `scripts/caddy-binary --print-path`
+/// prints (it builds the pinned Caddy once, into a cache outside the repo, if it is missing).
+pub fn caddy_binary() -> Result<PathBuf, ProcessError> {
+    if let Some(path) = std::env::var_os("LIVECLASS_CADDY") {
+        return Ok(PathBuf::from(path));
+    }
+    let script = repo_root().join("scripts/caddy-binary");
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg("--print-path")
+        .output()
+        .map_err(|e| ProcessError::Missing {
+            what: "caddy".into(),
+            hint: format!(
+                "cannot run {}: {e}; set LIVECLASS_CADDY to a caddy binary",
+                script.display()
+            ),
+        })?;
+    let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if !output.status.success() || path.is_empty() {
+        return Err(ProcessError::Missing {
+            what: "caddy".into(),
+            hint: format!(
+                "scripts/caddy-binary failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ),
+        });
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// How to start Caddy.
+#[derive(Debug, Clone)]
+pub struct CaddyBuilder {
+    upstreams: Vec<SocketAddr>,
+    caddyfile: PathBuf,
+    binary: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    timeout: Duration,
+}
+
+impl CaddyBuilder {
+    pub fn new(upstreams: &[SocketAddr]) -> Self {
+        Self {
+            upstreams: upstreams.to_vec(),
+            caddyfile: repo_root().join("Caddyfile"),
+            binary: None,
+            env: Vec::new(),
+            timeout: Duration::from_secs(20),
+        }
+    }
+
+    /// Uses another Caddyfile (same placeholders) instead of the repository's.
+    pub fn caddyfile(mut self, path: impl Into<PathBuf>) -> Self {
+        self.caddyfile = path.into();
+        self
+    }
+
+    /// Uses this binary instead of [`caddy_binary`].
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = Some(path.into());
+        self
+    }
+
+    /// Sets an environment variable for Caddy (e.g. `LIVECLASS_STREAM_BUFFER`).
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Starts Caddy and waits until a request through it reaches a socket server's `/readyz`.
+    pub fn start(self) -> Result<Caddy, ProcessError> {
+        let binary = match &self.binary {
+            Some(path) => path.clone(),
+            None => caddy_binary()?,
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("liveclass-caddy-")
+            .tempdir()?;
+        let upstreams = self
+            .upstreams
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let port = free_port()?;
+            let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let mut command = Command::new(&binary);
+            command
+                .arg("run")
+                .arg("--config")
+                .arg(&self.caddyfile)
+                .arg("--adapter")
+                .arg("caddyfile")
+                .env("LIVECLASS_BIND", "127.0.0.1")
+                .env("LIVECLASS_PORT", port.to_string())
+                .env("LIVECLASS_UPSTREAMS", &upstreams)
+                .env("LIVECLASS_CADDY_ADMIN", admin.to_string())
+                // Caddy keeps autosaved config and data under these; keep them in the temp dir.
+                .env("HOME", dir.path())
+                .env("XDG_CONFIG_HOME", dir.path().join("config"))
+                .env("XDG_DATA_HOME", dir.path().join("data"))
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let log = dir.path().join("caddy.log");
+            let mut child = ManagedChild::spawn("caddy", command, &log)?;
+            let ready = until_blocking(
+                "caddy to proxy /readyz",
+                self.timeout,
+                Duration::from_millis(25),
+                || {
+                    if !child.is_running() {
+                        return Some(false);
+                    }
+                    matches!(http_get(addr, "/readyz"), Ok((200, _))).then_some(true)
+                },
+            );
+            match ready {
+                Ok(true) => {
+                    return Ok(Caddy {
+                        addr,
+                        admin,
+                        child,
+                        _dir: dir,
+                    });
+                }
+                Ok(false)
+                    if attempts < 3 && child.log_tail(10).contains("address already in use") =>
+                {
+                    continue;
+                }
+                outcome => {
+                    let reason = match outcome {
+                        Err(reason) => reason,
+                        _ => "it exited".to_string(),
+                    };
+                    return Err(ProcessError::NotReady {
+                        what: "caddy".into(),
+                        reason,
+                        log: log.display().to_string(),
+                        tail: child.log_tail(30),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// A running Caddy; SIGKILLed on drop.
+#[derive(Debug)]
+pub struct Caddy {
+    addr: SocketAddr,
+    admin: SocketAddr,
+    child: ManagedChild,
+    _dir: tempfile::TempDir,
+}
+
+impl Caddy {
+    /// Starts Caddy with the repository's Caddyfile in front of `upstreams`.
+    pub fn start(upstreams: &[SocketAddr]) -> Result<Self, ProcessError> {
+        CaddyBuilder::new(upstreams).start()
+    }
+
+    pub fn builder(upstreams: &[SocketAddr]) -> CaddyBuilder {
+        CaddyBuilder::new(upstreams)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `ws://127.0.0.1:<port>/ws`
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.pid()
+    }
+
+    /// Caddy's view of its upstreams (admin API `/reverse_proxy/upstreams`): address, requests in
+    /// flight (open WebSockets count) and recent failures.
+    pub fn upstreams(&self) -> std::io::Result<Vec<UpstreamStatus>> {
+        let (status, body) = http_get(self.admin, "/reverse_proxy/upstreams")?;
+        if status != 200 {
+            return Err(std::io::Error::other(format!(
+                "admin API answered {status}: {body}"
+            )));
+        }
+        serde_json::from_str(&body).map_err(std::io::Error::other)
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.child.log_tail(lines)
+    }
+
+    /// Kills Caddy at once.
+    pub fn kill(&mut self) {
+        self.child.kill();
+    }
+}
+
+/// One upstream as Caddy's admin API reports it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct UpstreamStatus {
+    pub address: String,
+    #[serde(default)]
+    pub num_requests: i64,
+    #[serde(default)]
+    pub fails: i64,
+}
