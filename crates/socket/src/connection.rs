@@ -225,13 +225,19 @@ where
         let reconnect_at = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
         tokio::pin!(reconnect_at);
         let mut draining = false;
+        // Created once, not per iteration: registering a waiter on the server-wide drain token
+        // takes its lock, and this loop turns once per frame on every connection.
+        let drain_started = drain.cancelled();
+        tokio::pin!(drain_started);
+        let close_raised = close.raised();
+        tokio::pin!(close_raised);
 
         loop {
             tokio::select! {
                 biased;
-                reason = close.raised() => return End::Close(reason),
+                reason = &mut close_raised => return End::Close(reason),
                 () = &mut expiry => return End::Close(CloseReason::TokenExpired),
-                () = drain.cancelled(), if !draining => {
+                () = &mut drain_started, if !draining => {
                     draining = true;
                     let window = limits.drain_window.mul_f64(0.7);
                     let at = Duration::from_millis(fastrand::u64(0..=u64::try_from(window.as_millis()).unwrap_or(0)));
@@ -256,7 +262,7 @@ where
                                 return End::Gone;
                             }
                         }
-                        reason = close.raised() => {
+                        reason = &mut close_raised => {
                             self.state.metrics.close(reason.as_str());
                             return End::Gone;
                         }
