@@ -1,0 +1,442 @@
+//! The `LiveClass` resource (`liveclass.dev/v1alpha1`) as cluster admins write it.
+//!
+//! These types are the contract with `kubectl apply`: the CRD's schema, descriptions, defaults
+//! and CEL rules are all generated from them (`LiveClass::crd()`). Everything here stays loose
+//! enough to deserialize whatever the API server accepted (times, zones and cron patterns are
+//! strings); [`crate::validate`] turns a spec into the typed form the planner needs.
+//!
+//! Unsigned numbers say `format: int32`/`int64` in the schema: the API server knows those and
+//! warns about schemars' own `uint32`, and every range here fits the signed type.
+
+use k8s_openapi::{
+    api::core::v1::ResourceRequirements,
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::GoDuration;
+
+/// A live class: when it happens, how many students are expected, and the socket servers and
+/// Redis that must be Ready for them before the bell rings.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "liveclass.dev",
+    version = "v1alpha1",
+    kind = "LiveClass",
+    plural = "liveclasses",
+    shortname = "lc",
+    namespaced,
+    status = "LiveClassStatus",
+    doc = "A live class: when it happens, how many students are expected, and the socket servers and Redis sized for them ahead of the start.",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase","description":"Where the class is in its schedule"}"#,
+    printcolumn = r#"{"name":"Start","type":"string","jsonPath":".status.occurrenceStart","description":"Start of the current or next occurrence"}"#,
+    printcolumn = r#"{"name":"Expected","type":"integer","jsonPath":".spec.expectedAttendance","description":"Students expected"}"#,
+    printcolumn = r#"{"name":"Planned","type":"integer","jsonPath":".status.plannedReplicas","description":"Socket server replicas the plan asks for"}"#,
+    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas","description":"Socket server replicas Ready"}"#,
+    printcolumn = r#"{"name":"Connected","type":"integer","jsonPath":".status.connectedStudents","description":"Students connected now"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveClassSpec {
+    /// When the class happens: a one-off `start`, or a recurring `cron` in a `timeZone`.
+    pub schedule: Schedule,
+
+    /// How many students are expected to connect. Capacity is planned for this many times
+    /// `socket.headroom`; more students than this raise capacity during the class.
+    #[schemars(range(min = 1, max = 1_000_000), extend("format" = "int32"))]
+    pub expected_attendance: u32,
+
+    /// How long before the start the capacity must already be Ready (e.g. `10m`).
+    #[serde(default = "default_warmup")]
+    pub warmup: GoDuration,
+
+    /// How long after the end the capacity is held before it is drained in steps (e.g. `15m`).
+    #[serde(default = "default_cooldown")]
+    pub cooldown: GoDuration,
+
+    /// The socket servers that hold the students' connections.
+    pub socket: SocketSpec,
+
+    /// The Redis that carries presence, history and broadcasts for the class.
+    #[serde(default)]
+    pub redis: RedisSpec,
+
+    /// When set, the operator also creates a HorizontalPodAutoscaler for the socket servers and
+    /// moves its `minReplicas` to the plan instead of setting the Deployment's replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+}
+
+/// An RFC 3339 time with a zone, as `schedule.start` takes it.
+const START_PATTERN: &str =
+    "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$";
+
+fn default_warmup() -> GoDuration {
+    GoDuration::from("10m")
+}
+
+fn default_cooldown() -> GoDuration {
+    GoDuration::from("15m")
+}
+
+/// When a class happens. Set exactly one of `start` (a one-off class) or `cron` with
+/// `timeZone` (a recurring class).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.start) != has(self.cron)")
+        .message("set exactly one of start (a one-off class) or cron with timeZone (a recurring class)"),
+    validation = Rule::new("!has(self.cron) || has(self.timeZone)")
+        .message("timeZone is required with cron: set an IANA zone such as Europe/Berlin"),
+    validation = Rule::new("!has(self.timeZone) || has(self.cron)")
+        .message("timeZone only applies to cron: a one-off start carries its own UTC offset"),
+)]
+pub struct Schedule {
+    /// Start of a one-off class, as an RFC 3339 time with a zone, e.g. `2026-12-01T14:00:00Z`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // No `format: date-time`: CEL would then see a timestamp and could not tell whether a zone
+    // was given, and the API server's date-time format accepts times without one.
+    #[schemars(length(max = 64))]
+    #[x_kube(
+        validation = Rule::new(format!("self.matches('{START_PATTERN}')"))
+            .message("start must be an RFC 3339 time with a zone, like 2026-12-01T14:00:00Z or 2026-12-01T20:00:00+06:00"),
+        validation = Rule::new(format!("!self.matches('{START_PATTERN}') || timestamp(self) > timestamp('1970-01-01T00:00:00Z')"))
+            .message("start must be a real date and time after 1970"),
+    )]
+    pub start: Option<String>,
+
+    /// Start times of a recurring class, as a five-field cron pattern (minute hour day-of-month
+    /// month day-of-week) read in `timeZone`, e.g. `0 14 * * MON`; `@weekly`, `@daily` also work.
+    /// Across daylight-saving changes a time skipped by the clock starts right after the gap, and
+    /// a time the clock passes twice starts once, the first time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^ *(@(yearly|annually|monthly|weekly|daily|hourly)|[^ ]+( +[^ ]+){4}) *$')"
+    ).message("cron must have five fields (minute hour day-of-month month day-of-week), like '0 14 * * MON', or be @weekly, @daily..."))]
+    pub cron: Option<String>,
+
+    /// IANA time zone that `cron` is read in, e.g. `Europe/Berlin`, `Asia/Dhaka`,
+    /// `America/New_York`. Required with `cron`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$')")
+        .message("timeZone must be an IANA zone name such as Europe/Berlin, Asia/Dhaka or UTC"))]
+    pub time_zone: Option<String>,
+
+    /// How long each class lasts (e.g. `90m`, `1h30m`).
+    pub duration: GoDuration,
+}
+
+/// The socket servers: how many connections each holds and how far the plan may scale them.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas")
+    .message("minReplicas must not be greater than maxReplicas"))]
+pub struct SocketSpec {
+    /// Container image of the socket server (`liveclass-socket`).
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+
+    /// Connections one socket server pod is sized to hold.
+    #[serde(default = "default_connections_per_pod")]
+    #[schemars(range(min = 1, max = 1_000_000), extend("format" = "int32"))]
+    pub connections_per_pod: u32,
+
+    /// Spare capacity on top of the expected attendance: replicas =
+    /// ceil(expectedAttendance * headroom / connectionsPerPod), clamped to [minReplicas, maxReplicas].
+    #[serde(default = "default_headroom")]
+    #[schemars(range(min = 1.0, max = 10.0))]
+    pub headroom: f64,
+
+    /// Replicas kept between classes, and the least the plan ever asks for. 0 is allowed.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(max = 10_000), extend("format" = "int32"))]
+    pub min_replicas: u32,
+
+    /// The most replicas the plan ever asks for, even if more students arrive.
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 1, max = 10_000), extend("format" = "int32"))]
+    pub max_replicas: u32,
+
+    /// How long a new socket server pod takes from creation to Ready (scheduling, image pull,
+    /// start-up). The plan scales up this much before `start - warmup`.
+    #[serde(default = "default_pod_startup")]
+    pub pod_startup: GoDuration,
+
+    /// How long a stopping pod spends handing its students to other pods (its graceful
+    /// shutdown window); the operator sets the pods' termination grace period from it.
+    #[serde(default = "default_drain_window")]
+    pub drain_window: GoDuration,
+
+    /// How the plan drains capacity after a class.
+    #[serde(default)]
+    pub scale_down: ScaleDownSpec,
+
+    /// CPU and memory for each socket server pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Secret key holding the HS256 key that signs students' tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeyRef>,
+}
+
+fn default_connections_per_pod() -> u32 {
+    2000
+}
+
+fn default_headroom() -> f64 {
+    1.25
+}
+
+fn default_min_replicas() -> u32 {
+    1
+}
+
+fn default_max_replicas() -> u32 {
+    100
+}
+
+fn default_pod_startup() -> GoDuration {
+    GoDuration::from("2m")
+}
+
+fn default_drain_window() -> GoDuration {
+    GoDuration::from("30s")
+}
+
+/// After `end + cooldown`, replicas come down by at most `stepPercent` of those running every
+/// `interval`, so drained students reconnect in waves rather than all at once.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleDownSpec {
+    /// Largest drop per step, in percent of the replicas running (rounded up, at least one pod).
+    #[serde(default = "default_step_percent")]
+    #[schemars(range(min = 1, max = 50), extend("format" = "int32"))]
+    pub step_percent: u32,
+
+    /// Time between two steps; at least the socket's `drainWindow`, so one step has drained
+    /// before the next begins.
+    #[serde(default = "default_step_interval")]
+    pub interval: GoDuration,
+}
+
+impl Default for ScaleDownSpec {
+    fn default() -> Self {
+        Self {
+            step_percent: default_step_percent(),
+            interval: default_step_interval(),
+        }
+    }
+}
+
+fn default_step_percent() -> u32 {
+    25
+}
+
+fn default_step_interval() -> GoDuration {
+    GoDuration::from("1m")
+}
+
+/// A key in a Secret in the LiveClass's namespace.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// How the class gets its Redis.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.mode != 'External' || has(self.external)")
+        .message("redis.external.secretRef is required when redis.mode is External"),
+    validation = Rule::new("self.mode == 'External' || !has(self.external)")
+        .message("redis.external only applies when redis.mode is External"),
+)]
+pub struct RedisSpec {
+    /// `Standalone`: one Redis pod run by the operator. `Replicated`: a primary, replicas and
+    /// Sentinel. `Auto`: Standalone below `replicatedThreshold` expected students, Replicated at
+    /// or above. `External`: a Redis you run, reached through `external.secretRef`.
+    #[serde(default)]
+    pub mode: RedisMode,
+
+    /// Where an `External` Redis is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalRedis>,
+
+    /// Messages kept per class so a reconnecting student can catch up (the stream's cap).
+    #[serde(default = "default_history_length")]
+    #[schemars(range(max = 1_000_000), extend("format" = "int32"))]
+    pub history_length: u32,
+
+    /// With mode `Auto`: expected attendance from which the Redis is Replicated.
+    #[serde(default = "default_replicated_threshold")]
+    #[schemars(range(min = 1, max = 1_000_000), extend("format" = "int32"))]
+    pub replicated_threshold: u32,
+
+    /// Container image of the Redis the operator runs (not used with `External`).
+    #[serde(default = "default_redis_image")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+}
+
+impl Default for RedisSpec {
+    fn default() -> Self {
+        Self {
+            mode: RedisMode::default(),
+            external: None,
+            history_length: default_history_length(),
+            replicated_threshold: default_replicated_threshold(),
+            image: default_redis_image(),
+        }
+    }
+}
+
+fn default_history_length() -> u32 {
+    1000
+}
+
+fn default_replicated_threshold() -> u32 {
+    20_000
+}
+
+fn default_redis_image() -> String {
+    "redis:7.4-alpine".to_owned()
+}
+
+/// How the class gets its Redis.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RedisMode {
+    #[default]
+    Standalone,
+    Replicated,
+    Auto,
+    External,
+}
+
+/// A Redis run outside the operator.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalRedis {
+    /// Secret key holding the Redis URL, e.g. `redis://:password@redis.example:6379/0`.
+    pub secret_ref: SecretKeyRef,
+}
+
+/// A HorizontalPodAutoscaler for the socket servers, whose `minReplicas` follows the plan.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingSpec {
+    /// Average CPU utilisation, in percent of the pods' CPU request, the HPA aims for.
+    #[serde(default = "default_target_cpu")]
+    #[schemars(range(min = 1, max = 100), extend("format" = "int32"))]
+    pub target_cpu_utilization: u32,
+}
+
+impl Default for AutoscalingSpec {
+    fn default() -> Self {
+        Self {
+            target_cpu_utilization: default_target_cpu(),
+        }
+    }
+}
+
+fn default_target_cpu() -> u32 {
+    70
+}
+
+/// Where a class is in its schedule.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Waiting for the next occurrence; capacity at `minReplicas`.
+    Scheduled,
+    /// Capacity for the expected attendance is being brought up ahead of the start.
+    WarmingUp,
+    /// The class is on.
+    Live,
+    /// The class is over: capacity held through the cool-down, then drained in steps.
+    CoolingDown,
+    /// A one-off class that is over and drained (or a recurring one that never fires again).
+    Ended,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Scheduled => "Scheduled",
+            Phase::WarmingUp => "WarmingUp",
+            Phase::Live => "Live",
+            Phase::CoolingDown => "CoolingDown",
+            Phase::Ended => "Ended",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Condition types the operator reports in `status.conditions`.
+pub mod condition {
+    /// The spec is valid, and capacity and Redis are what the plan asks for.
+    pub const READY: &str = "Ready";
+    /// The socket server replicas the plan asks for are Ready.
+    pub const CAPACITY_READY: &str = "CapacityReady";
+    /// The class's Redis is reachable and sized as planned.
+    pub const REDIS_READY: &str = "RedisReady";
+}
+
+/// What the operator observed and decided, written by the operator only.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveClassStatus {
+    /// Where the class is in its schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// Start of the occurrence the phase refers to (the current one, or else the next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurrence_start: Option<Time>,
+
+    /// Socket server replicas the plan asks for now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int32"))]
+    pub planned_replicas: Option<u32>,
+
+    /// Socket server replicas Ready now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int32"))]
+    pub ready_replicas: Option<u32>,
+
+    /// Students connected to the class now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
+    pub connected_students: Option<u64>,
+
+    /// Next instant at which the plan changes; the operator reconciles again then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_transition: Option<Time>,
+
+    /// When a drain step last lowered the replicas; the next step waits `scaleDown.interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_down_time: Option<Time>,
+
+    /// `Ready`, `CapacityReady` and `RedisReady`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
