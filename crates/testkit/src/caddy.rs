@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::process::{ManagedChild, ProcessError, free_port};
+use crate::process::{ManagedChild, ProcessError, free_port, start_on_free_port};
 use crate::socket::http_get;
-use crate::wait::until_blocking;
 
 /// The repository root (the folder holding `Caddyfile` and `scripts/`).
 fn repo_root() -> PathBuf {
@@ -107,69 +106,45 @@ impl CaddyBuilder {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(" ");
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let port = free_port()?;
-            let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let mut command = Command::new(&binary);
-            command
-                .arg("run")
-                .arg("--config")
-                .arg(&self.caddyfile)
-                .arg("--adapter")
-                .arg("caddyfile")
-                .env("LIVECLASS_BIND", "127.0.0.1")
-                .env("LIVECLASS_PORT", port.to_string())
-                .env("LIVECLASS_UPSTREAMS", &upstreams)
-                .env("LIVECLASS_CADDY_ADMIN", admin.to_string())
-                // Caddy keeps autosaved config and data under these; keep them in the temp dir.
-                .env("HOME", dir.path())
-                .env("XDG_CONFIG_HOME", dir.path().join("config"))
-                .env("XDG_DATA_HOME", dir.path().join("data"))
-                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            let log = dir.path().join("caddy.log");
-            let mut child = ManagedChild::spawn("caddy", command, &log)?;
-            let ready = until_blocking(
-                "caddy to proxy /readyz",
-                self.timeout,
-                Duration::from_millis(25),
-                || {
-                    if !child.is_running() {
-                        return Some(false);
-                    }
-                    matches!(http_get(addr, "/readyz"), Ok((200, _))).then_some(true)
-                },
-            );
-            match ready {
-                Ok(true) => {
-                    return Ok(Caddy {
-                        addr,
-                        admin,
-                        child,
-                        _dir: dir,
-                    });
-                }
-                Ok(false)
-                    if attempts < 3 && child.log_tail(10).contains("address already in use") =>
-                {
-                    continue;
-                }
-                outcome => {
-                    let reason = match outcome {
-                        Err(reason) => reason,
-                        _ => "it exited".to_string(),
-                    };
-                    return Err(ProcessError::NotReady {
-                        what: "caddy".into(),
-                        reason,
-                        log: log.display().to_string(),
-                        tail: child.log_tail(30),
-                    });
-                }
-            }
-        }
+        let log = dir.path().join("caddy.log");
+        let (child, port, admin) = start_on_free_port(
+            "caddy",
+            &log,
+            self.timeout,
+            |port| {
+                let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+                let mut command = Command::new(&binary);
+                command
+                    .arg("run")
+                    .arg("--config")
+                    .arg(&self.caddyfile)
+                    .arg("--adapter")
+                    .arg("caddyfile")
+                    .env("LIVECLASS_BIND", "127.0.0.1")
+                    .env("LIVECLASS_PORT", port.to_string())
+                    .env("LIVECLASS_UPSTREAMS", &upstreams)
+                    .env("LIVECLASS_CADDY_ADMIN", admin.to_string())
+                    // Caddy keeps autosaved config and data under these; keep them in the temp dir.
+                    .env("HOME", dir.path())
+                    .env("XDG_CONFIG_HOME", dir.path().join("config"))
+                    .env("XDG_DATA_HOME", dir.path().join("data"))
+                    .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                Ok((command, admin))
+            },
+            // Ready when a request through Caddy reaches a socket server's /readyz.
+            |port| {
+                matches!(
+                    http_get(SocketAddr::from(([127, 0, 0, 1], port)), "/readyz"),
+                    Ok((200, _))
+                )
+            },
+        )?;
+        Ok(Caddy {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            admin,
+            child,
+            _dir: dir,
+        })
     }
 }
 

@@ -110,6 +110,58 @@ impl Drop for ManagedChild {
     }
 }
 
+/// Starts a server on a free loopback port and waits until `ready(port)` holds. The port is
+/// probed free and then handed to the child, so another process can take it in between; when
+/// the child exits saying so, it is tried again on another port (three attempts in all).
+/// `command(port)` builds the command line; its extra value (another port, say) is returned
+/// with the child.
+pub fn start_on_free_port<T>(
+    name: &str,
+    log: &Path,
+    timeout: std::time::Duration,
+    mut command: impl FnMut(u16) -> Result<(Command, T), ProcessError>,
+    mut ready: impl FnMut(u16) -> bool,
+) -> Result<(ManagedChild, u16, T), ProcessError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let port = free_port()?;
+        let (command, extra) = command(port)?;
+        let mut child = ManagedChild::spawn(name, command, log)?;
+        let started = crate::wait::until_blocking(
+            &format!("{name} to become ready"),
+            timeout,
+            std::time::Duration::from_millis(20),
+            || {
+                if !child.is_running() {
+                    return Some(false);
+                }
+                ready(port).then_some(true)
+            },
+        );
+        let reason = match started {
+            Ok(true) => return Ok((child, port, extra)),
+            Ok(false)
+                if attempts < 3
+                    && child
+                        .log_tail(10)
+                        .to_ascii_lowercase()
+                        .contains("address already in use") =>
+            {
+                continue;
+            }
+            Ok(false) => "it exited".to_string(),
+            Err(reason) => reason,
+        };
+        return Err(ProcessError::NotReady {
+            what: name.into(),
+            reason,
+            log: log.display().to_string(),
+            tail: child.log_tail(30),
+        });
+    }
+}
+
 /// The last `lines` lines of a file, or a note that it cannot be read.
 pub fn log_tail(path: &Path, lines: usize) -> String {
     match std::fs::read_to_string(path) {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::process::{ManagedChild, ProcessError, free_port};
+use crate::process::{ManagedChild, ProcessError, start_on_free_port};
 use crate::wait::until_blocking;
 
 /// Where the `liveclass-socket` binary is: `LIVECLASS_SOCKET_BIN`, or next to the running test
@@ -91,68 +91,42 @@ impl SocketServerBuilder {
             .tempdir()?;
         let secret_file = dir.path().join("secret");
         std::fs::write(&secret_file, &self.secret)?;
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let port = free_port()?;
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let mut command = Command::new(&binary);
-            command
-                .arg("--listen")
-                .arg(addr.to_string())
-                .arg("--redis-url")
-                .arg(&self.redis_url)
-                .arg("--pod-id")
-                .arg(&self.pod_id)
-                .arg("--token-secret-file")
-                .arg(&secret_file)
-                .args(&self.args)
-                .env(
-                    "RUST_LOG",
-                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-                );
-            let log = dir.path().join("socket.log");
-            let mut child = ManagedChild::spawn("liveclass-socket", command, &log)?;
-            let started = until_blocking(
-                "liveclass-socket /healthz",
-                Duration::from_secs(15),
-                Duration::from_millis(20),
-                || {
-                    if !child.is_running() {
-                        return Some(false);
-                    }
-                    matches!(http_get(addr, "/healthz"), Ok((200, _))).then_some(true)
-                },
-            );
-            match started {
-                Ok(true) => {
-                    return Ok(SocketServer {
-                        addr,
-                        pod_id: self.pod_id,
-                        child,
-                        _dir: dir,
-                    });
-                }
-                Ok(false)
-                    if attempts < 3 && child.log_tail(5).contains("Address already in use") =>
-                {
-                    continue;
-                }
-                outcome => {
-                    let reason = match outcome {
-                        Err(reason) => reason,
-                        _ => "it exited".to_string(),
-                    };
-                    return Err(ProcessError::NotReady {
-                        what: "liveclass-socket".into(),
-                        reason,
-                        log: log.display().to_string(),
-                        tail: child.log_tail(30),
-                    });
-                }
-            }
-        }
+        let log = dir.path().join("socket.log");
+        let (child, port, ()) = start_on_free_port(
+            "liveclass-socket",
+            &log,
+            Duration::from_secs(15),
+            |port| {
+                let mut command = Command::new(&binary);
+                command
+                    .arg("--listen")
+                    .arg(format!("127.0.0.1:{port}"))
+                    .arg("--redis-url")
+                    .arg(&self.redis_url)
+                    .arg("--pod-id")
+                    .arg(&self.pod_id)
+                    .arg("--token-secret-file")
+                    .arg(&secret_file)
+                    .args(&self.args)
+                    .env(
+                        "RUST_LOG",
+                        std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                    );
+                Ok((command, ()))
+            },
+            |port| matches!(http_get(loopback(port), "/healthz"), Ok((200, _))),
+        )?;
+        Ok(SocketServer {
+            addr: loopback(port),
+            pod_id: self.pod_id,
+            child,
+            _dir: dir,
+        })
     }
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// A running `liveclass-socket` process; SIGKILLed on drop.
