@@ -7,13 +7,15 @@ pub mod duration;
 pub mod plan;
 pub mod schedule;
 pub mod time;
+pub mod timeline;
 pub mod types;
 pub mod validate;
 
 pub use duration::GoDuration;
-pub use plan::{Observed, Plan, plan};
-pub use types::{LiveClass, LiveClassSpec, LiveClassStatus, Phase, condition};
-pub use validate::{ValidSpec, ValidationError, validate};
+pub use plan::{Observed, PeakAttendance, Plan, plan};
+pub use timeline::{Timeline, timeline};
+pub use types::{LiveClass, LiveClassSpec, LiveClassStatus, Phase, class_id, condition};
+pub use validate::{ValidSpec, ValidationError, validate, validate_class};
 
 /// The CRD generated from the types, as YAML with a header saying where it comes from.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {

@@ -31,14 +31,17 @@ use crate::duration::GoDuration;
     status = "LiveClassStatus",
     doc = "A live class: when it happens, how many students are expected, and the socket servers and Redis sized for them ahead of the start.",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase","description":"Where the class is in its schedule"}"#,
-    printcolumn = r#"{"name":"Start","type":"string","jsonPath":".status.occurrenceStart","description":"Start of the current or next occurrence"}"#,
+    printcolumn = r#"{"name":"Start","type":"date","jsonPath":".status.occurrenceStart","description":"Start of the current or next occurrence"}"#,
     printcolumn = r#"{"name":"Expected","type":"integer","jsonPath":".spec.expectedAttendance","description":"Students expected"}"#,
     printcolumn = r#"{"name":"Planned","type":"integer","jsonPath":".status.plannedReplicas","description":"Socket server replicas the plan asks for"}"#,
-    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas","description":"Socket server replicas Ready"}"#,
+    printcolumn = r#"{"name":"Pods","type":"integer","jsonPath":".status.readyReplicas","description":"Socket server replicas Ready"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status","description":"Whether the class has the capacity and Redis its plan asks for"}"#,
     printcolumn = r#"{"name":"Connected","type":"integer","jsonPath":".status.connectedStudents","description":"Students connected now"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new(NAME_RULE).message(NAME_MESSAGE),
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(AUTOSCALING_CPU_RULE).message(AUTOSCALING_CPU_MESSAGE))]
 pub struct LiveClassSpec {
     /// When the class happens: a one-off `start`, or a recurring `cron` in a `timeZone`.
     pub schedule: Schedule,
@@ -64,9 +67,36 @@ pub struct LiveClassSpec {
     pub redis: RedisSpec,
 
     /// When set, the operator also creates a HorizontalPodAutoscaler for the socket servers and
-    /// moves its `minReplicas` to the plan instead of setting the Deployment's replicas.
+    /// moves its `minReplicas` to the plan instead of setting the Deployment's replicas. It
+    /// scales on CPU, so `socket.resources.requests.cpu` is required with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
+
+    /// How long a class that has ended for good (a one-off class after its drain, or a
+    /// recurring one whose pattern never fires again) keeps its idle socket servers and Redis
+    /// before they are released (deleted). Counted from the end plus the cool-down.
+    #[serde(default = "default_ended_ttl")]
+    pub ended_ttl: GoDuration,
+}
+
+/// The CEL rule on the whole object that keeps `metadata.name` usable in the names of the
+/// objects a class owns (`<name>-socket-headless` is a Service, a DNS label of at most 63).
+pub const NAME_RULE: &str =
+    "self.metadata.name.size() <= 47 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')";
+/// The message of [`NAME_RULE`].
+pub const NAME_MESSAGE: &str = "metadata.name must be at most 47 characters, start with a \
+    lowercase letter, end with a letter or digit and hold only lowercase letters, digits and '-' \
+    (it names the class's Services and pods, such as <name>-socket-headless)";
+
+/// Autoscaling on CPU needs a CPU request: the HPA's utilisation is a share of it.
+pub const AUTOSCALING_CPU_RULE: &str = "!has(self.autoscaling) || (has(self.socket.resources) \
+    && has(self.socket.resources.requests) && 'cpu' in self.socket.resources.requests)";
+/// The message of [`AUTOSCALING_CPU_RULE`].
+pub const AUTOSCALING_CPU_MESSAGE: &str = "autoscaling scales on CPU utilisation, a share of \
+    the CPU the pods request: set socket.resources.requests.cpu, or remove autoscaling";
+
+fn default_ended_ttl() -> GoDuration {
+    GoDuration::from("1h")
 }
 
 /// An RFC 3339 time with a zone, as `schedule.start` takes it.
@@ -133,8 +163,12 @@ pub struct Schedule {
 /// The socket servers: how many connections each holds and how far the plan may scale them.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas")
-    .message("minReplicas must not be greater than maxReplicas"))]
+#[x_kube(
+    validation = Rule::new("self.minReplicas <= self.maxReplicas")
+        .message("minReplicas must not be greater than maxReplicas"),
+    validation = Rule::new("!has(self.idleReplicas) || self.idleReplicas <= self.maxReplicas")
+        .message("idleReplicas must not be greater than maxReplicas"),
+)]
 pub struct SocketSpec {
     /// Container image of the socket server (`liveclass-socket`).
     #[schemars(length(min = 1, max = 512))]
@@ -151,10 +185,17 @@ pub struct SocketSpec {
     #[schemars(range(min = 1.0, max = 10.0))]
     pub headroom: f64,
 
-    /// Replicas kept between classes, and the least the plan ever asks for. 0 is allowed.
+    /// The least replicas the plan asks for from scale-up until the drain, and between classes
+    /// too unless `idleReplicas` says otherwise. 0 is allowed.
     #[serde(default = "default_min_replicas")]
     #[schemars(range(max = 10_000), extend("format" = "int32"))]
     pub min_replicas: u32,
+
+    /// Replicas kept between classes (default: `minReplicas`). 0 stops every socket server
+    /// between occurrences and releases the class's Redis too, since nothing then uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 10_000), extend("format" = "int32"))]
+    pub idle_replicas: Option<u32>,
 
     /// The most replicas the plan ever asks for, even if more students arrive.
     #[serde(default = "default_max_replicas")]
@@ -179,9 +220,11 @@ pub struct SocketSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
-    /// Secret key holding the HS256 key that signs students' tokens.
+    /// The Secret key holding the HS256 key the school's backend signs students' tokens with
+    /// (at least 32 bytes). Without it, the operator creates a Secret `<name>-token` with a
+    /// random 64-character key under `hs256-key` and reports it in `status.tokenSecretRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_secret_ref: Option<SecretKeyRef>,
+    pub token_secret_ref: Option<TokenSecretRef>,
 }
 
 fn default_connections_per_pod() -> u32 {
@@ -239,6 +282,25 @@ fn default_step_percent() -> u32 {
 
 fn default_step_interval() -> GoDuration {
     GoDuration::from("1m")
+}
+
+/// Where the token signing key is: a key in a Secret in the LiveClass's namespace, and
+/// optionally a second key holding the previous signing key while tokens signed with it are
+/// still out (key rotation). The socket servers re-read both when the Secret changes.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenSecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key holding the current signing key.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+    /// Key holding the previous signing key, still accepted during a rotation; the key may be
+    /// absent from the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub previous_key: Option<String>,
 }
 
 /// A key in a Secret in the LiveClass's namespace.
@@ -390,10 +452,17 @@ impl std::fmt::Display for Phase {
 pub mod condition {
     /// The spec is valid, and capacity and Redis are what the plan asks for.
     pub const READY: &str = "Ready";
-    /// The socket server replicas the plan asks for are Ready.
+    /// The socket server replicas the plan asks for are Ready (reason `Late` once they were not
+    /// Ready by `start - warmup`).
     pub const CAPACITY_READY: &str = "CapacityReady";
     /// The class's Redis is reachable and sized as planned.
     pub const REDIS_READY: &str = "RedisReady";
+    /// `maxReplicas` keeps the class below the replicas its students need.
+    pub const CAPACITY_CAPPED: &str = "CapacityCapped";
+    /// The operator's last apply of the class's objects succeeded.
+    pub const APPLIED: &str = "Applied";
+    /// The connected count could be read from the class's Redis (when it is being read).
+    pub const ATTENDANCE_OBSERVED: &str = "AttendanceObserved";
 }
 
 /// What the operator observed and decided, written by the operator only.
@@ -413,15 +482,48 @@ pub struct LiveClassStatus {
     #[schemars(extend("format" = "int32"))]
     pub planned_replicas: Option<u32>,
 
+    /// Socket server replicas the expected (or connected, when more) students need, before
+    /// `maxReplicas` caps them; above `plannedReplicas` means the class is capped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
+    pub needed_replicas: Option<u64>,
+
     /// Socket server replicas Ready now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "int32"))]
     pub ready_replicas: Option<u32>,
 
-    /// Students connected to the class now.
+    /// Students connected to the class at the last reading (read at most once per the
+    /// operator's attendance interval; kept when a reading fails).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "int64"))]
     pub connected_students: Option<u64>,
+
+    /// Most students connected at once during the occurrence in `occurrenceStart`; the
+    /// capacity the class was raised to for them is held until its drain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
+    pub peak_connected_students: Option<u64>,
+
+    /// When the capacity for the occurrence in `occurrenceStart` was first Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_ready_time: Option<Time>,
+
+    /// Seconds between `capacityReadyTime` and the start: how far ahead of the bell the
+    /// capacity was Ready (negative: after the start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
+    pub ready_lead_seconds: Option<i64>,
+
+    /// The milestones of the occurrence in `occurrenceStart`, as `liveclass-operator plan`
+    /// prints them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanStatus>,
+
+    /// The Secret key the socket servers verify students' tokens with (the spec's, or the one
+    /// the operator generated); the school's backend signs tokens with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeyRef>,
 
     /// Next instant at which the plan changes; the operator reconciles again then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -431,7 +533,8 @@ pub struct LiveClassStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_down_time: Option<Time>,
 
-    /// `Ready`, `CapacityReady` and `RedisReady`.
+    /// `Ready`, `CapacityReady`, `RedisReady`, `CapacityCapped`, `Applied` and
+    /// `AttendanceObserved`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -439,4 +542,56 @@ pub struct LiveClassStatus {
     /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// The milestones of one occurrence and what is planned for it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanStatus {
+    /// When the socket servers start scaling up: `start - warmup - podStartup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up_time: Option<Time>,
+    /// When the capacity must be Ready: `start - warmup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_by_time: Option<Time>,
+    /// The start of the occurrence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// The end of the occurrence: `start + duration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Time>,
+    /// When the drain may begin: `end + cooldown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_time: Option<Time>,
+    /// Socket server replicas held from scale-up to the drain for the expected attendance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int32"))]
+    pub class_replicas: Option<u32>,
+    /// Replicas kept between occurrences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int32"))]
+    pub idle_replicas: Option<u32>,
+    /// The Redis planned: `Standalone`, `Replicated` or `External`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
+    /// The planned Redis `maxmemory` (e.g. `64mb`), for a Redis the operator runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_max_memory: Option<String>,
+}
+
+impl LiveClass {
+    /// The class id the socket servers and students' tokens carry (`class` claim) and the Redis
+    /// keys are tagged with: `<namespace>/<name>`, so same-named classes in two namespaces
+    /// never share state, even on one Redis.
+    pub fn class_id(&self) -> Option<String> {
+        Some(class_id(
+            self.metadata.namespace.as_deref()?,
+            self.metadata.name.as_deref()?,
+        ))
+    }
+}
+
+/// `<namespace>/<name>`: see [`LiveClass::class_id`].
+pub fn class_id(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
 }

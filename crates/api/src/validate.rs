@@ -12,8 +12,12 @@ use chrono::TimeDelta;
 use crate::{
     duration::{self, DurationError, GoDuration},
     schedule::{Schedule, ScheduleError},
-    types::{LiveClassSpec, RedisMode, SecretKeyRef},
+    types::{LiveClass, LiveClassSpec, RedisMode, SecretKeyRef},
 };
+
+/// The longest `metadata.name` a class may have: `<name>-socket-headless` is a Service name,
+/// a DNS label of at most 63 characters.
+pub const MAX_NAME_LENGTH: usize = 47;
 
 /// How far ahead occurrences are checked for overlap: a year of a daily class, or 7 years of a
 /// weekly one, catches every pattern whose gaps vary by month or season.
@@ -32,6 +36,8 @@ pub struct ValidSpec {
     pub socket: SocketParams,
     pub redis: RedisParams,
     pub autoscaling: Option<AutoscalingParams>,
+    /// How long an Ended class keeps its idle capacity before it is released.
+    pub ended_ttl: TimeDelta,
 }
 
 /// The socket numbers the planner works with.
@@ -42,6 +48,8 @@ pub struct SocketParams {
     pub headroom_permille: u32,
     pub min_replicas: u32,
     pub max_replicas: u32,
+    /// Replicas between classes: `idleReplicas`, or `minReplicas` when it is not set.
+    pub idle_replicas: u32,
     pub pod_startup: TimeDelta,
     pub drain_window: TimeDelta,
     pub step_percent: u32,
@@ -89,7 +97,7 @@ pub enum ValidationError {
     },
     #[error(
         "spec.schedule.cron: two starts are only {gap} apart, but each class needs {needed} \
-         (warmup + duration + cooldown); space the starts out or shorten the class"
+         (socket.podStartup + warmup + duration + cooldown); space the starts out or shorten the class"
     )]
     OverlappingOccurrences { gap: GoDuration, needed: GoDuration },
     #[error("{field}: {value} is out of range; it must be between {min} and {max}")]
@@ -117,6 +125,21 @@ pub enum ValidationError {
     MissingExternalRedis,
     #[error("spec.redis.external only applies when spec.redis.mode is External")]
     ExternalRedisNotUsed,
+    #[error(
+        "spec.socket.idleReplicas ({idle}) must not be greater than spec.socket.maxReplicas ({max})"
+    )]
+    IdleAboveMax { idle: u32, max: u32 },
+    #[error(
+        "spec.autoscaling scales on CPU utilisation, a share of the CPU the pods request: set \
+         spec.socket.resources.requests.cpu, or remove spec.autoscaling"
+    )]
+    AutoscalingWithoutCpuRequest,
+    #[error(
+        "metadata.name {0:?} must be at most 47 characters, start with a lowercase letter, end \
+         with a letter or digit and hold only lowercase letters, digits and '-' (it names the \
+         class's Services and pods, such as <name>-socket-headless)"
+    )]
+    BadName(String),
 }
 
 impl ValidationError {
@@ -141,6 +164,9 @@ impl ValidationError {
             ValidationError::MissingExternalRedis | ValidationError::ExternalRedisNotUsed => {
                 "InvalidRedis"
             }
+            ValidationError::IdleAboveMax { .. } => "IdleReplicasAboveMax",
+            ValidationError::AutoscalingWithoutCpuRequest => "AutoscalingWithoutCpuRequest",
+            ValidationError::BadName(_) => "InvalidName",
         }
     }
 }
@@ -152,6 +178,39 @@ pub fn describe(errors: &[ValidationError]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// Checks a whole class: its name (which the names of its objects are made of) and its spec.
+pub fn validate_class(lc: &LiveClass) -> Result<ValidSpec, Vec<ValidationError>> {
+    let name = lc.metadata.name.as_deref().unwrap_or_default();
+    let name_error = check_name(name).err();
+    match (validate(&lc.spec), name_error) {
+        (Ok(spec), None) => Ok(spec),
+        (Ok(_), Some(e)) => Err(vec![e]),
+        (Err(mut errors), Some(e)) => {
+            errors.insert(0, e);
+            Err(errors)
+        }
+        (Err(errors), None) => Err(errors),
+    }
+}
+
+/// Whether `name` can name a class: the CRD's CEL rule on `metadata.name`, checked again for
+/// objects created before the CRD carried it.
+pub fn check_name(name: &str) -> Result<(), ValidationError> {
+    let bytes = name.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= MAX_NAME_LENGTH
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.last().is_some_and(|b| *b != b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::BadName(name.to_owned()))
+    }
 }
 
 /// Checks `spec` and returns the typed form the planner takes, or every problem found.
@@ -175,6 +234,7 @@ pub fn validate(spec: &LiveClassSpec) -> Result<ValidSpec, Vec<ValidationError>>
     );
 
     let schedule = check_schedule(&mut errors, spec);
+    let ended_ttl = check_duration(&mut errors, "spec.endedTtl", &spec.ended_ttl);
 
     check_range(
         &mut errors,
@@ -250,13 +310,40 @@ pub fn validate(spec: &LiveClassSpec) -> Result<ValidSpec, Vec<ValidationError>>
             max: s.max_replicas,
         });
     }
+    if let Some(idle) = s.idle_replicas {
+        check_range(&mut errors, "spec.socket.idleReplicas", idle, 0, 10_000);
+        if idle > s.max_replicas {
+            errors.push(ValidationError::IdleAboveMax {
+                idle,
+                max: s.max_replicas,
+            });
+        }
+    }
+    if spec.autoscaling.is_some() {
+        let cpu_requested = s
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .is_some_and(|requests| requests.contains_key("cpu"));
+        if !cpu_requested {
+            errors.push(ValidationError::AutoscalingWithoutCpuRequest);
+        }
+    }
     if s.image.trim().is_empty() {
         errors.push(ValidationError::Empty {
             field: "spec.socket.image",
         });
     }
     if let Some(secret) = &s.token_secret_ref {
-        check_secret_ref(&mut errors, "spec.socket.tokenSecretRef", secret);
+        let previous_empty = secret
+            .previous_key
+            .as_ref()
+            .is_some_and(|k| k.trim().is_empty());
+        if secret.name.trim().is_empty() || secret.key.trim().is_empty() || previous_empty {
+            errors.push(ValidationError::Empty {
+                field: "spec.socket.tokenSecretRef",
+            });
+        }
     }
     if let (Some(interval), Some(drain)) = (step_interval, drain_window)
         && interval < drain
@@ -284,10 +371,12 @@ pub fn validate(spec: &LiveClassSpec) -> Result<ValidSpec, Vec<ValidationError>>
         });
     }
 
-    if let (Some(schedule @ Schedule::Recurring(_)), Some(d), Some(w), Some(c)) =
-        (&schedule, duration, warmup, cooldown)
+    // An occurrence occupies its capacity from its scale-up (warmup + podStartup before the
+    // start) until its drain begins; the drain itself may give way to the next scale-up.
+    if let (Some(schedule @ Schedule::Recurring(_)), Some(d), Some(w), Some(c), Some(p)) =
+        (&schedule, duration, warmup, cooldown, pod_startup)
     {
-        check_overlap(&mut errors, schedule, w + d + c);
+        check_overlap(&mut errors, schedule, p + w + d + c);
     }
 
     match (
@@ -298,6 +387,7 @@ pub fn validate(spec: &LiveClassSpec) -> Result<ValidSpec, Vec<ValidationError>>
         pod_startup,
         drain_window,
         step_interval,
+        ended_ttl,
     ) {
         (
             Some(schedule),
@@ -307,6 +397,7 @@ pub fn validate(spec: &LiveClassSpec) -> Result<ValidSpec, Vec<ValidationError>>
             Some(pod_startup),
             Some(drain_window),
             Some(step_interval),
+            Some(ended_ttl),
         ) if errors.is_empty() => Ok(ValidSpec {
             schedule,
             duration,
@@ -318,6 +409,7 @@ pub fn validate(spec: &LiveClassSpec) -> Result<ValidSpec, Vec<ValidationError>>
                 headroom_permille: headroom_permille(s.headroom),
                 min_replicas: s.min_replicas,
                 max_replicas: s.max_replicas,
+                idle_replicas: s.idle_replicas.unwrap_or(s.min_replicas),
                 pod_startup,
                 drain_window,
                 step_percent: s.scale_down.step_percent,
@@ -331,6 +423,7 @@ pub fn validate(spec: &LiveClassSpec) -> Result<ValidSpec, Vec<ValidationError>>
             autoscaling: spec.autoscaling.as_ref().map(|a| AutoscalingParams {
                 target_cpu_utilization: a.target_cpu_utilization,
             }),
+            ended_ttl,
         }),
         _ => Err(errors),
     }
@@ -467,6 +560,7 @@ socket:
                 headroom_permille: 1250,
                 min_replicas: 1,
                 max_replicas: 100,
+                idle_replicas: 1,
                 pod_startup: TimeDelta::minutes(2),
                 drain_window: TimeDelta::seconds(30),
                 step_percent: 25,
@@ -582,9 +676,62 @@ socket:
         assert_eq!(e[0].reason(), "OverlappingOccurrences");
         assert_eq!(
             e[0].to_string(),
-            "spec.schedule.cron: two starts are only 1h apart, but each class needs 1h55m \
-             (warmup + duration + cooldown); space the starts out or shorten the class"
+            "spec.schedule.cron: two starts are only 1h apart, but each class needs 1h57m \
+             (socket.podStartup + warmup + duration + cooldown); space the starts out or shorten the class"
         );
+    }
+
+    #[test]
+    fn names_that_cannot_name_the_owned_objects_are_refused() {
+        for good in ["physics-101", "a", &"a".repeat(47), "x9"] {
+            assert_eq!(check_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            &"a".repeat(48),
+            "101-physics",
+            "physics.101",
+            "Physics",
+            "physics-",
+            "phys_ics",
+        ] {
+            let e = check_name(bad).unwrap_err();
+            assert_eq!(e.reason(), "InvalidName", "{bad}");
+        }
+        let mut lc = LiveClass::new("9lives", spec(ONE_OFF));
+        let e = validate_class(&lc).unwrap_err();
+        assert_eq!(e[0].reason(), "InvalidName");
+        lc.metadata.name = Some("nine-lives".into());
+        assert!(validate_class(&lc).is_ok());
+    }
+
+    #[test]
+    fn idle_replicas_default_to_the_minimum_and_stay_under_the_maximum() {
+        let mut s = spec(ONE_OFF);
+        s.socket.min_replicas = 2;
+        assert_eq!(validate(&s).unwrap().socket.idle_replicas, 2);
+        s.socket.idle_replicas = Some(0);
+        assert_eq!(validate(&s).unwrap().socket.idle_replicas, 0);
+        let e = errors(|s| s.socket.idle_replicas = Some(500));
+        assert_eq!(
+            e,
+            [ValidationError::IdleAboveMax {
+                idle: 500,
+                max: 100
+            }]
+        );
+    }
+
+    #[test]
+    fn autoscaling_needs_a_cpu_request() {
+        let e = errors(|s| s.autoscaling = Some(Default::default()));
+        assert_eq!(e, [ValidationError::AutoscalingWithoutCpuRequest]);
+        let mut s = spec(ONE_OFF);
+        s.autoscaling = Some(Default::default());
+        s.socket.resources = Some(
+            serde_json::from_value(serde_json::json!({ "requests": { "cpu": "500m" } })).unwrap(),
+        );
+        assert!(validate(&s).is_ok());
     }
 
     #[test]

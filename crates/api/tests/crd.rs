@@ -112,6 +112,7 @@ fn names_status_and_columns() {
             "Start",
             "Expected",
             "Planned",
+            "Pods",
             "Ready",
             "Connected",
             "Age"
@@ -134,5 +135,43 @@ fn descriptions_come_from_doc_comments() {
             .as_str()
             .unwrap()
             .contains("ceil(")
+    );
+}
+
+/// `kubectl explain liveclass.spec` (and `.status`) describes every field: each property of
+/// the schema has a description, down to the leaves.
+#[test]
+fn every_field_is_described() {
+    let s = schema();
+    let mut missing = Vec::new();
+    for root in ["spec", "status"] {
+        walk(root, &s["properties"][root], &mut |path, node| {
+            if node
+                .get("description")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                missing.push(path.to_owned());
+            }
+        });
+    }
+    // Items of lists and values of maps are described by their list or map.
+    missing.retain(|p| !p.ends_with("[]") && !p.ends_with("{}"));
+    assert!(
+        missing.is_empty(),
+        "fields without a description: {missing:?}"
+    );
+}
+
+/// Names that could not name the class's objects are refused at `kubectl apply`.
+#[test]
+fn the_name_rule_is_on_the_whole_object() {
+    let rules = schema()["x-kubernetes-validations"].clone();
+    let rules = rules.as_array().expect("root CEL rules");
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["rule"] == liveclass_api::types::NAME_RULE),
+        "{rules:?}"
     );
 }

@@ -1,5 +1,5 @@
 //! Every file in `manifests/examples` says what it claims: the valid ones deserialize and pass
-//! [`validate`], the invalid ones are refused here too and name a message the API server gives.
+//! [`validate_class`], the invalid ones are refused here too and name a message the API server gives.
 //! (That the API server itself refuses them is checked against a real one in the operator's
 //! `tests/crd_apply.rs`.)
 
@@ -7,7 +7,7 @@
 
 use std::{fs, path::PathBuf};
 
-use liveclass_api::{LiveClass, crd_yaml, validate};
+use liveclass_api::{LiveClass, crd_yaml, validate_class};
 
 fn examples_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../manifests/examples")
@@ -46,7 +46,7 @@ fn valid_examples_deserialize_and_validate() {
             class.metadata.name.as_deref().map(|n| !n.is_empty()),
             Some(true)
         );
-        if let Err(errors) = validate(&class.spec) {
+        if let Err(errors) = validate_class(&class) {
             panic!(
                 "{}: {}",
                 path.display(),
@@ -83,7 +83,7 @@ fn invalid_examples_are_refused_and_say_what_the_api_server_says() {
         match serde_yaml::from_str::<LiveClass>(&text) {
             Err(_) => {} // missing required fields, unknown enum values
             Ok(class) => assert!(
-                validate(&class.spec).is_err(),
+                validate_class(&class).is_err(),
                 "{name}: validate() accepts what the API server refuses"
             ),
         }

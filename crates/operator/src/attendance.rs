@@ -1,87 +1,278 @@
-//! The reactive floor's input: how many students a class has connected now, read from the
-//! class's Redis (`HLEN lc:{<class>}:where`, the socket servers' user → pod hash).
+//! How many students a class has connected, and on which pod, as the socket servers report it
+//! in the class's Redis: `HLEN lc:{<class>}:where` (users connected) and
+//! `HGETALL lc:{<class>}:pods` (open connections per pod, the pods' heartbeats), where `<class>`
+//! is `<namespace>/<name>`.
 //!
-//! Best effort by design: an unreachable or slow Redis gives `None` ("unknown") within the
-//! timeout and never fails the reconcile; the schedule alone still holds the class's capacity.
+//! Read at most once per `--attendance-interval` per class, through one connection per class
+//! that is kept between reads and dropped only when it fails. A failed read never fails the
+//! reconcile and never erases what was known: the view keeps the last good reading next to the
+//! error, and the planner holds capacity on it. The URL of an External Redis comes from the
+//! Secret the spec names, fetched when a connection is opened (not on every read), and only
+//! where the chart allows the operator to read Secrets.
 
-use std::time::Duration;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
-use liveclass_api::{LiveClass, types::RedisMode};
+use liveclass_api::types::SecretKeyRef;
+use redis::aio::MultiplexedConnection;
 
-use crate::resources::redis_url;
+use crate::metrics::Metrics;
 
-/// The Redis key the socket servers keep the class's connected users in (see
-/// `crates/socket/src/store.rs`); the class id is the LiveClass's name.
-pub fn where_key(class: &str) -> String {
-    format!("lc:{{{class}}}:where")
+/// The hash of users connected to a class (field = user id): its length is the attendance.
+pub fn where_key(class_id: &str) -> String {
+    format!("lc:{{{class_id}}}:where")
 }
 
-/// Where the operator reads a class's attendance from.
-#[derive(Clone)]
+/// The hash of open connections per pod of a class (field = pod name, value = count).
+pub fn pods_key(class_id: &str) -> String {
+    format!("lc:{{{class_id}}}:pods")
+}
+
+/// One successful read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Reading {
+    /// Users connected to the class.
+    pub connected: u64,
+    /// Open connections of the class per pod name.
+    pub per_pod: BTreeMap<String, u64>,
+}
+
+/// What is known of a class's attendance: the last good reading, and why the latest attempt
+/// failed if it did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AttendanceView {
+    pub last: Option<Reading>,
+    pub error: Option<AttendanceError>,
+}
+
+/// Why attendance could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttendanceError {
+    #[error(
+        "the class's External Redis is reached through a Secret, and this operator may not read \
+         Secrets (chart value rbac.readExternalRedisSecrets)"
+    )]
+    SecretsNotPermitted,
+    #[error("reading Secret {name}: {message}")]
+    Secret { name: String, message: String },
+    #[error("Secret {name} has no key {key}")]
+    MissingKey { name: String, key: String },
+    #[error("connecting to the class's Redis: {0}")]
+    Connect(String),
+    #[error("reading from the class's Redis: {0}")]
+    Query(String),
+    #[error("the class's Redis did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl AttendanceError {
+    /// A CamelCase reason for the `AttendanceObserved` condition and the errors metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AttendanceError::SecretsNotPermitted => "SecretNotReadable",
+            AttendanceError::Secret { .. } => "SecretNotReadable",
+            AttendanceError::MissingKey { .. } => "SecretKeyMissing",
+            AttendanceError::Connect(_) => "RedisUnreachable",
+            AttendanceError::Query(_) => "RedisError",
+            AttendanceError::Timeout(_) => "RedisTimeout",
+        }
+    }
+}
+
+/// Where a class's Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisSource {
+    /// A Redis the operator runs, at this URL.
+    Operated(String),
+    /// An External Redis whose URL is in this Secret of the class's namespace.
+    External {
+        namespace: String,
+        secret: SecretKeyRef,
+    },
+}
+
+/// How attendance is read.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Read every class from this Redis instead (development and tests).
+    pub override_url: Option<String>,
+    /// How long one read (Secret, connection and query) may take.
+    pub timeout: Duration,
+    /// The least time between two reads of one class.
+    pub interval: Duration,
+    /// Whether the operator may read the Secret of an External Redis.
+    pub read_secrets: bool,
+}
+
+#[derive(Default)]
+struct ClassState {
+    url: Option<String>,
+    connection: Option<MultiplexedConnection>,
+    view: AttendanceView,
+    attempted: Option<Instant>,
+}
+
+/// The attendance of every class this operator reads, with one kept connection per class.
 pub struct Attendance {
     client: Client,
-    override_url: Option<String>,
-    timeout: Duration,
+    metrics: Arc<Metrics>,
+    settings: Settings,
+    classes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<ClassState>>>>,
 }
 
 impl std::fmt::Debug for Attendance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Attendance")
-            .field("override_url", &self.override_url)
-            .field("timeout", &self.timeout)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
 
 impl Attendance {
-    pub fn new(client: Client, override_url: Option<String>, timeout: Duration) -> Self {
+    pub fn new(client: Client, metrics: Arc<Metrics>, settings: Settings) -> Self {
         Self {
             client,
-            override_url,
-            timeout,
+            metrics,
+            settings,
+            classes: Mutex::default(),
         }
     }
 
-    /// Students connected to `lc`'s class now, or `None` when it cannot be known in time.
-    pub async fn connected(&self, lc: &LiveClass, class: &str, namespace: &str) -> Option<u64> {
-        let url = self.url(lc, class, namespace).await?;
-        match tokio::time::timeout(self.timeout, hlen(&url, &where_key(class))).await {
-            Ok(Ok(n)) => Some(n),
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "reading connected students failed; treating as unknown");
-                None
-            }
-            Err(_) => {
-                tracing::debug!("reading connected students timed out; treating as unknown");
-                None
-            }
-        }
+    fn state(&self, class_id: &str) -> Arc<tokio::sync::Mutex<ClassState>> {
+        let Ok(mut classes) = self.classes.lock() else {
+            return Arc::default();
+        };
+        classes.entry(class_id.to_owned()).or_default().clone()
     }
 
-    async fn url(&self, lc: &LiveClass, class: &str, namespace: &str) -> Option<String> {
-        if let Some(url) = &self.override_url {
-            return Some(url.clone());
-        }
-        match (&lc.spec.redis.mode, &lc.spec.redis.external) {
-            (RedisMode::External, Some(external)) => {
-                let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-                let secret = secrets.get_opt(&external.secret_ref.name).await.ok()??;
-                let bytes = secret.data?.remove(&external.secret_ref.key)?;
-                String::from_utf8(bytes.0).ok().map(|s| s.trim().to_owned())
-            }
-            (RedisMode::External, None) => None,
-            _ => Some(redis_url(class, namespace)),
-        }
+    /// What is known now, without reading.
+    pub async fn cached(&self, class_id: &str) -> AttendanceView {
+        self.state(class_id).lock().await.view.clone()
     }
-}
 
-async fn hlen(url: &str, key: &str) -> redis::RedisResult<u64> {
-    let client = redis::Client::open(url)?;
-    let mut connection = client.get_multiplexed_async_connection().await?;
-    redis::cmd("HLEN")
-        .arg(key)
-        .query_async(&mut connection)
+    /// Reads the class's attendance if the last attempt is at least an interval old, and
+    /// returns what is known then.
+    pub async fn observe(&self, class_id: &str, source: &RedisSource) -> AttendanceView {
+        let state = self.state(class_id);
+        let mut state = state.lock().await;
+        if state
+            .attempted
+            .is_some_and(|at| at.elapsed() < self.settings.interval)
+        {
+            return state.view.clone();
+        }
+        state.attempted = Some(Instant::now());
+        let result = tokio::time::timeout(
+            self.settings.timeout,
+            self.read(class_id, &mut state, source),
+        )
         .await
+        .unwrap_or(Err(AttendanceError::Timeout(self.settings.timeout)));
+        match result {
+            Ok(reading) => {
+                state.view = AttendanceView {
+                    last: Some(reading),
+                    error: None,
+                };
+            }
+            Err(error) => {
+                tracing::debug!(class = class_id, %error, "reading attendance failed; keeping the last reading");
+                self.metrics.attendance_failed(error.reason());
+                // A connection that failed, or a URL that may have moved, is not reused.
+                state.connection = None;
+                if !matches!(source, RedisSource::Operated(_)) {
+                    state.url = None;
+                }
+                state.view.error = Some(error);
+            }
+        }
+        state.view.clone()
+    }
+
+    /// Forgets a deleted class (and closes its connection).
+    pub fn forget(&self, class_id: &str) {
+        if let Ok(mut classes) = self.classes.lock() {
+            classes.remove(class_id);
+        }
+    }
+
+    async fn read(
+        &self,
+        class_id: &str,
+        state: &mut ClassState,
+        source: &RedisSource,
+    ) -> Result<Reading, AttendanceError> {
+        let mut connection = match state.connection.clone() {
+            Some(connection) => connection,
+            None => {
+                let url = match state.url.clone() {
+                    Some(url) => url,
+                    None => self.url(source).await?,
+                };
+                state.url = Some(url.clone());
+                let client = redis::Client::open(url.as_str())
+                    .map_err(|e| AttendanceError::Connect(e.to_string()))?;
+                let connection = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(|e| AttendanceError::Connect(e.to_string()))?;
+                state.connection = Some(connection.clone());
+                connection
+            }
+        };
+        let (connected, pods): (u64, HashMap<String, String>) = redis::pipe()
+            .cmd("HLEN")
+            .arg(where_key(class_id))
+            .cmd("HGETALL")
+            .arg(pods_key(class_id))
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| AttendanceError::Query(e.to_string()))?;
+        // A value that is not a count is the socket servers' bug, not a reason to lose the rest.
+        let per_pod = pods
+            .into_iter()
+            .filter_map(|(pod, count)| Some((pod, count.trim().parse().ok()?)))
+            .collect();
+        Ok(Reading { connected, per_pod })
+    }
+
+    async fn url(&self, source: &RedisSource) -> Result<String, AttendanceError> {
+        if let Some(url) = &self.settings.override_url {
+            return Ok(url.clone());
+        }
+        match source {
+            RedisSource::Operated(url) => Ok(url.clone()),
+            RedisSource::External { namespace, secret } => {
+                if !self.settings.read_secrets {
+                    return Err(AttendanceError::SecretsNotPermitted);
+                }
+                let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+                self.metrics.requested(crate::metrics::Verb::Get);
+                let found =
+                    secrets
+                        .get(&secret.name)
+                        .await
+                        .map_err(|e| AttendanceError::Secret {
+                            name: secret.name.clone(),
+                            message: e.to_string(),
+                        })?;
+                let missing = || AttendanceError::MissingKey {
+                    name: secret.name.clone(),
+                    key: secret.key.clone(),
+                };
+                let bytes = found
+                    .data
+                    .and_then(|mut d| d.remove(&secret.key))
+                    .ok_or_else(missing)?;
+                String::from_utf8(bytes.0)
+                    .map(|s| s.trim().to_owned())
+                    .map_err(|_| missing())
+            }
+        }
+    }
 }

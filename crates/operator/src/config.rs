@@ -49,14 +49,26 @@ pub struct Config {
     #[arg(long, env = "LIVECLASS_REDIS_OVERRIDE")]
     pub redis_override: Option<String>,
 
+    /// Whether the operator may read (get, never list) the Secret an External-Redis class names,
+    /// to reach that Redis for the class's attendance. Off: such classes run on their schedule
+    /// alone (the chart's `rbac.readExternalRedisSecrets` grants the permission and sets this).
+    #[arg(long, env = "LIVECLASS_READ_EXTERNAL_REDIS_SECRETS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub read_external_redis_secrets: bool,
+
     /// How long reading a class's connected count from Redis may take before it counts as
-    /// unknown.
+    /// failed (the last reading is kept).
     #[arg(long, env = "LIVECLASS_REDIS_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
     pub redis_timeout: Duration,
 
-    /// During a class, how often the connected count is read again (the reactive floor).
+    /// How often a class's connected count is read while it can change the plan (from
+    /// scale-up until the class has drained and nobody is connected); `connectedStudents` is
+    /// written at most this often.
     #[arg(long, env = "LIVECLASS_ATTENDANCE_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub attendance_interval: Duration,
+
+    /// Reconciles of different LiveClasses run at once at most this many.
+    #[arg(long, env = "LIVECLASS_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: u16,
 
     /// Longest wait between two reconciles of one LiveClass.
     #[arg(long, env = "LIVECLASS_MAX_REQUEUE", default_value = "5m", value_parser = parse_duration)]
@@ -77,8 +89,10 @@ impl Config {
             lease_duration: Duration::from_secs(15),
             lease_renew: Duration::from_secs(5),
             redis_override: None,
+            read_external_redis_secrets: false,
             redis_timeout: Duration::from_millis(500),
             attendance_interval: Duration::from_secs(10),
+            concurrency: 32,
             max_requeue: Duration::from_secs(300),
         }
     }

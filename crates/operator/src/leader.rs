@@ -1,20 +1,44 @@
 //! Leader election through a `coordination.k8s.io/v1` Lease (kube-rs 5 has no elector), so of
-//! several operator replicas exactly one reconciles.
+//! several operator replicas exactly one reconciles, and the loop that runs the controller only
+//! while holding it.
 //!
-//! The holder renews every `renew` interval with a resourceVersion-guarded replace; a standby
-//! takes the Lease once it has seen it unchanged for the lease duration (measured on its own
-//! clock, as client-go does, so clock skew between nodes does not matter) or when it is free.
-//! A holder that cannot renew for two thirds of the duration stops leading on its own, before
-//! anyone else may take over.
+//! No wall clock is compared across nodes. As in client-go, a standby watches the Lease's
+//! record for change: it takes the Lease once it has seen the same record (resourceVersion)
+//! for the lease duration on its own monotonic clock, or when it is free. The holder renews
+//! every renew interval with a resourceVersion-guarded replace, each call bounded by the time
+//! left before its renew deadline (two thirds of the duration, on its own monotonic clock); a
+//! holder that has not renewed by then stops leading by itself, before anyone may take over.
 
-use std::time::{Duration, Instant};
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
-    jiff::{SignedDuration, Timestamp},
+    jiff::Timestamp,
 };
 use kube::{Api, Client, api::PostParams};
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+
+/// The shortest time a Lease call is given, however close the renew deadline is.
+const MIN_CALL: Duration = Duration::from_millis(200);
+
+/// Why a Lease call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the Lease call did not answer within {0:?}")]
+    Timeout(Duration),
+}
 
 /// One replica's view of the Lease.
 #[derive(Debug)]
@@ -23,7 +47,7 @@ pub struct LeaseLock {
     name: String,
     identity: String,
     duration: Duration,
-    /// The resourceVersion last seen, and when this replica first saw it.
+    /// The record (resourceVersion) last seen, and when this replica first saw it.
     observed: Option<(String, Instant)>,
 }
 
@@ -48,8 +72,15 @@ impl LeaseLock {
         &self.identity
     }
 
-    /// Takes or renews the Lease; `Ok(true)` while this replica holds it.
-    pub async fn try_acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
+    /// Takes or renews the Lease within `timeout`; `Ok(true)` while this replica holds it.
+    pub async fn try_acquire_or_renew(&mut self, timeout: Duration) -> Result<bool, LeaseError> {
+        tokio::time::timeout(timeout, self.acquire_or_renew())
+            .await
+            .map_err(|_| LeaseError::Timeout(timeout))?
+            .map_err(LeaseError::Kube)
+    }
+
+    async fn acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
         let Some(lease) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
@@ -60,19 +91,19 @@ impl LeaseLock {
                 spec: Some(self.spec(None, now)),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
+                Ok(written) => {
+                    self.saw(written.metadata.resource_version);
+                    Ok(true)
+                }
                 Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
                 Err(error) => Err(error),
             };
         };
-        let resource_version = lease.metadata.resource_version.clone().unwrap_or_default();
-        if self.observed.as_ref().map(|(rv, _)| rv) != Some(&resource_version) {
-            self.observed = Some((resource_version.clone(), Instant::now()));
-        }
+        self.saw(lease.metadata.resource_version.clone());
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.as_deref().unwrap_or("");
         let mine = holder == self.identity;
-        if !mine && !holder.is_empty() && !self.expired(&spec, now) {
+        if !mine && !holder.is_empty() && !self.expired(&spec) {
             return Ok(false);
         }
         let mut updated = lease;
@@ -88,14 +119,23 @@ impl LeaseLock {
             .await
         {
             Ok(written) => {
-                if let Some(rv) = written.metadata.resource_version {
-                    self.observed = Some((rv, Instant::now()));
-                }
+                self.observed = written
+                    .metadata
+                    .resource_version
+                    .map(|rv| (rv, Instant::now()));
                 Ok(true)
             }
             // Someone else wrote it first.
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
             Err(error) => Err(error),
+        }
+    }
+
+    /// Notes the record seen; the clock restarts only when it changed.
+    fn saw(&mut self, resource_version: Option<String>) {
+        let rv = resource_version.unwrap_or_default();
+        if self.observed.as_ref().map(|(seen, _)| seen) != Some(&rv) {
+            self.observed = Some((rv, Instant::now()));
         }
     }
 
@@ -122,24 +162,16 @@ impl LeaseLock {
         }
     }
 
-    /// Whether the holder has stopped renewing: unchanged for the lease duration as seen here,
-    /// or its renew time (the holder's clock) older than the duration.
-    fn expired(&self, spec: &LeaseSpec, now: Timestamp) -> bool {
+    /// Whether the holder has stopped renewing: its record unchanged for the lease duration as
+    /// measured here. The `renewTime` it writes is its own clock's and is never compared.
+    fn expired(&self, spec: &LeaseSpec) -> bool {
         let duration = spec
             .lease_duration_seconds
             .and_then(|s| u64::try_from(s).ok())
             .map_or(self.duration, Duration::from_secs);
-        let unchanged = self
-            .observed
+        self.observed
             .as_ref()
-            .is_some_and(|(_, seen)| seen.elapsed() >= duration);
-        let stale = spec.renew_time.as_ref().is_some_and(|t| {
-            SignedDuration::try_from(duration)
-                .ok()
-                .and_then(|d| t.0.checked_add(d).ok())
-                .is_some_and(|until| until < now)
-        });
-        unchanged || stale
+            .is_some_and(|(_, seen)| seen.elapsed() >= duration)
     }
 
     fn spec(&self, previous: Option<&LeaseSpec>, now: Timestamp) -> LeaseSpec {
@@ -158,6 +190,103 @@ impl LeaseLock {
                 lease_duration_seconds: Some(seconds),
                 ..LeaseSpec::default()
             },
+        }
+    }
+}
+
+/// How the election runs.
+#[derive(Debug, Clone)]
+pub struct Election {
+    pub lease: LeaseSettings,
+    pub identity: String,
+}
+
+/// Where the Lease is and how long it lasts.
+#[derive(Debug, Clone)]
+pub struct LeaseSettings {
+    pub namespace: String,
+    pub name: String,
+    pub duration: Duration,
+    pub renew: Duration,
+}
+
+/// Resolves once shutdown is asked for (or its sender is gone).
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
+}
+
+/// Waits for the Lease, runs `control()` while holding it, stops it as soon as the Lease is
+/// lost or cannot be renewed in time, and stands by again; until `shutdown`.
+pub async fn lead<F, Fut>(
+    client: Client,
+    election: Election,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    mut shutdown: watch::Receiver<bool>,
+    control: F,
+) where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let settings = &election.lease;
+    let mut lease = LeaseLock::new(
+        client,
+        &settings.namespace,
+        &settings.name,
+        &election.identity,
+        settings.duration,
+    );
+    let renew_deadline = settings.duration.mul_f64(2.0 / 3.0);
+    loop {
+        // Standby until the Lease is ours.
+        loop {
+            match lease
+                .try_acquire_or_renew(settings.renew.max(MIN_CALL))
+                .await
+            {
+                Ok(true) => break,
+                Ok(false) => ready.store(true, Ordering::Relaxed),
+                Err(error) => tracing::warn!(%error, "reading the leader Lease failed"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(settings.renew) => {}
+                () = stopped(&mut shutdown) => return,
+            }
+        }
+        ready.store(true, Ordering::Relaxed);
+        tracing::info!(identity = %election.identity, "leading: the controller starts");
+        metrics.set_leader(true);
+        // Its own task, so a slow renewal never stalls reconciles.
+        let mut controller = tokio::spawn(control());
+        let mut renewed = Instant::now();
+        let stop = loop {
+            tokio::select! {
+                _ = &mut controller => break false,
+                () = stopped(&mut shutdown) => break true,
+                () = tokio::time::sleep(settings.renew) => {
+                    let left = renew_deadline.saturating_sub(renewed.elapsed()).max(MIN_CALL);
+                    match lease.try_acquire_or_renew(left).await {
+                        Ok(true) => renewed = Instant::now(),
+                        Ok(false) => {
+                            tracing::warn!("the leader Lease was taken over; stepping down");
+                            break false;
+                        }
+                        Err(error) if renewed.elapsed() >= renew_deadline => {
+                            tracing::warn!(%error, "could not renew the leader Lease in time; stepping down");
+                            break false;
+                        }
+                        Err(error) => tracing::warn!(%error, "renewing the leader Lease failed; retrying"),
+                    }
+                }
+            }
+        };
+        // Stop reconciling before anything else: another replica may lead soon.
+        controller.abort();
+        let _ = controller.await;
+        metrics.set_leader(false);
+        if stop {
+            lease.release().await;
+            return;
         }
     }
 }

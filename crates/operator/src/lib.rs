@@ -2,20 +2,26 @@
 //! election and the operator's own probes and metrics, so tests can run the operator in-process
 //! (two of them, stop one) against a real control plane.
 //!
-//! Pipeline per LiveClass (see [`controller`]): read → validate (pure, `liveclass-api`) → plan
-//! (pure, the api's planner) → build the desired objects (pure, [`resources`]) → server-side
-//! apply under the field manager [`MANAGER`] → status (server-side apply on the status
-//! subresource, skipped when nothing changed) → requeue at the plan's next transition.
+//! Per LiveClass (see [`controller`]): [`observe`] (the owned objects from watch caches, the
+//! attendance the socket servers report in the class's Redis) → [`decide`] (pure: validate,
+//! plan with `liveclass-api`, build the desired objects with [`resources`], status, Events) →
+//! [`apply`] (server-side apply under the field manager [`MANAGER`], only what changed; delete
+//! what the plan no longer asks for; status on the status subresource only when it changed) →
+//! requeue at the plan's next transition.
 //!
-//! The class id the socket servers' tokens carry (`class` claim) is the LiveClass's
-//! `metadata.name`; the reactive floor reads `HLEN lc:{<name>}:where` from the class's Redis.
+//! A class's id (the socket servers' `--class`, the students' token `class` claim, the Redis
+//! hash tag) is `<namespace>/<name>`: see [`liveclass_api::class_id`].
 
+pub mod apply;
 pub mod attendance;
 pub mod config;
 pub mod controller;
+pub mod decide;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod observe;
+pub mod preview;
 pub mod resources;
 pub mod run;
 pub mod status;

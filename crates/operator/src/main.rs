@@ -19,6 +19,9 @@ enum Command {
     /// Run the operator: reconcile LiveClasses in the cluster of the current kubeconfig or
     /// service account.
     Run(Box<liveclass_operator::Config>),
+    /// Print the timeline a LiveClass will get (scale-up, Ready-by, live, drain steps with
+    /// replicas, Redis) from the operator's own planner, without a cluster.
+    Plan(liveclass_operator::preview::PlanArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,6 +31,10 @@ fn main() -> anyhow::Result<()> {
             std::io::stdout().lock().write_all(yaml.as_bytes())?;
         }
         Command::Run(config) => run(*config)?,
+        Command::Plan(args) => {
+            let text = liveclass_operator::preview::preview(&args, chrono::Utc::now())?;
+            std::io::stdout().lock().write_all(text.as_bytes())?;
+        }
     }
     Ok(())
 }

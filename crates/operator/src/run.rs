@@ -1,6 +1,6 @@
 //! Running the operator: the probe and metrics server, leader election, and the kube-rs
-//! `Controller` on LiveClasses that owns the socket and Redis objects. [`Operator`] runs it in
-//! the background (tests run two and stop or kill one); [`run`] is what `main` calls.
+//! `Controller` on LiveClasses with the watch caches of the objects they own. [`Operator`] runs
+//! it in the background (tests run two and stop or kill one); [`run`] is what `main` calls.
 
 use std::{
     future::Future,
@@ -9,22 +9,26 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
 };
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use futures_util::StreamExt as _;
-use k8s_openapi::api::{
-    apps::v1::{Deployment, StatefulSet},
-    autoscaling::v2::HorizontalPodAutoscaler,
-    core::v1::{ConfigMap, Service},
-    policy::v1::PodDisruptionBudget,
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        autoscaling::v2::HorizontalPodAutoscaler,
+        core::v1::{Pod, Service},
+        policy::v1::PodDisruptionBudget,
+    },
+    apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry},
 };
 use kube::{
-    Api, Client, Resource,
+    Api, Client, Resource, ResourceExt,
     runtime::{
-        Controller,
+        Controller, PredicateConfig, WatchStreamExt, controller,
         events::{Recorder, Reporter},
+        predicates,
+        reflector::{self, Store},
         watcher,
     },
 };
@@ -34,13 +38,21 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
     Config, MANAGER,
+    apply::Applier,
     controller::{Context, error_policy, reconcile},
-    leader::LeaseLock,
+    leader::{self, Election, LeaseSettings, stopped},
     metrics::Metrics,
+    observe::Stores,
+    resources::MANAGED_BY_SELECTOR,
 };
 
-/// The label every owned object carries, so the owned-object watches see only ours.
-const OWNED_SELECTOR: &str = "app.kubernetes.io/managed-by=liveclass-operator";
+/// What every run of the controller (one per term as leader) starts from.
+struct Shared {
+    client: Client,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    config: Config,
+}
 
 /// Errors that stop the operator.
 #[derive(Debug, thiserror::Error)]
@@ -105,8 +117,18 @@ impl Operator {
             instance: Some(identity.clone()),
         };
         let recorder = Recorder::new(client.clone(), reporter);
-        let ctx = Arc::new(Context::new(client, recorder, metrics.clone(), config));
-        let task = tokio::spawn(elect_and_control(ctx, identity.clone(), ready, shutdown_rx));
+        let shared = Arc::new(Shared {
+            client,
+            recorder,
+            metrics: metrics.clone(),
+            config,
+        });
+        let task = tokio::spawn(elect_and_control(
+            shared,
+            identity.clone(),
+            ready,
+            shutdown_rx,
+        ));
         Ok(Self {
             metrics,
             addr,
@@ -157,86 +179,39 @@ async fn readyz(State((_, ready)): State<(Arc<Metrics>, Arc<AtomicBool>)>) -> St
     }
 }
 
-/// Without election: control until shutdown. With it: wait for the Lease, control while
-/// holding it, stop controlling as soon as it is lost, and try again.
+/// Without election: control until shutdown. With it: control while holding the Lease.
 async fn elect_and_control(
-    ctx: Arc<Context>,
+    shared: Arc<Shared>,
     identity: String,
     ready: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let config = ctx.config.clone();
+    let config = shared.config.clone();
     if !config.leader_elect {
         ready.store(true, Ordering::Relaxed);
-        ctx.metrics.set_leader(true);
+        shared.metrics.set_leader(true);
         tokio::select! {
-            () = control(ctx.clone()) => {}
+            () = control(shared.clone()) => {}
             () = stopped(&mut shutdown) => {}
         }
-        ctx.metrics.set_leader(false);
+        shared.metrics.set_leader(false);
         return;
     }
-    let mut lease = LeaseLock::new(
-        ctx.client.clone(),
-        &config.lease_namespace,
-        &config.lease_name,
-        &identity,
-        config.lease_duration,
-    );
-    // A holder that could not renew for this long steps down before anyone may take over.
-    let renew_deadline = config.lease_duration.mul_f64(2.0 / 3.0);
-    loop {
-        // Standby until the Lease is ours.
-        loop {
-            match lease.try_acquire_or_renew().await {
-                Ok(true) => break,
-                Ok(false) => ready.store(true, Ordering::Relaxed),
-                Err(error) => tracing::warn!(%error, "reading the leader Lease failed"),
-            }
-            tokio::select! {
-                () = tokio::time::sleep(config.lease_renew) => {}
-                () = stopped(&mut shutdown) => return,
-            }
-        }
-        ready.store(true, Ordering::Relaxed);
-        tracing::info!(%identity, "leading: the controller starts");
-        ctx.metrics.set_leader(true);
-        let controller = control(ctx.clone());
-        tokio::pin!(controller);
-        let mut renewed = Instant::now();
-        let stop = loop {
-            tokio::select! {
-                () = &mut controller => break false,
-                () = stopped(&mut shutdown) => break true,
-                () = tokio::time::sleep(config.lease_renew) => {
-                    match lease.try_acquire_or_renew().await {
-                        Ok(true) => renewed = Instant::now(),
-                        Ok(false) => {
-                            tracing::warn!("the leader Lease was taken over; stepping down");
-                            break false;
-                        }
-                        Err(error) if renewed.elapsed() >= renew_deadline => {
-                            tracing::warn!(%error, "could not renew the leader Lease in time; stepping down");
-                            break false;
-                        }
-                        Err(error) => tracing::warn!(%error, "renewing the leader Lease failed; retrying"),
-                    }
-                }
-            }
-        };
-        ctx.metrics.set_leader(false);
-        if stop {
-            lease.release().await;
-            return;
-        }
-        // Let the controller's reconciles (dropped with it) finish being cancelled, then stand by.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Resolves once shutdown is asked for (or its sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
+    let election = Election {
+        lease: LeaseSettings {
+            namespace: config.lease_namespace.clone(),
+            name: config.lease_name.clone(),
+            duration: config.lease_duration,
+            renew: config.lease_renew,
+        },
+        identity,
+    };
+    let metrics = shared.metrics.clone();
+    let client = shared.client.clone();
+    leader::lead(client, election, metrics, ready, shutdown, move || {
+        control(shared.clone())
+    })
+    .await;
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -249,28 +224,147 @@ where
     }
 }
 
-/// The controller on LiveClasses, owning the objects it creates; returns if its streams end.
-async fn control(ctx: Arc<Context>) {
-    let client = &ctx.client;
-    let ns = ctx.config.namespace.as_deref();
-    let owned = watcher::Config::default()
-        .labels(OWNED_SELECTOR)
+/// Keeps of an object only what the reconcile reads, so the caches of 1,000 classes stay small.
+fn slim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// A Deployment slimmed, keeping whether the operator's own apply owns `spec.replicas`.
+fn slim_deployment(d: &mut Deployment) {
+    let ours = d.metadata.managed_fields.take().map(|fields| {
+        fields
+            .into_iter()
+            .filter(|m| {
+                m.manager.as_deref() == Some(MANAGER)
+                    && m.subresource.is_none()
+                    && m.fields_v1
+                        .as_ref()
+                        .and_then(|f| f.0.get("f:spec"))
+                        .and_then(|s| s.get("f:replicas"))
+                        .is_some()
+            })
+            .map(|m| ManagedFieldsEntry {
+                fields_v1: Some(FieldsV1(
+                    serde_json::json!({ "f:spec": { "f:replicas": {} } }),
+                )),
+                ..m
+            })
+            .collect::<Vec<_>>()
+    });
+    slim(d);
+    d.metadata.managed_fields = ours;
+    d.spec.template.spec = None;
+}
+
+/// A watch of the operator's own objects of kind `K`, cached in a store.
+fn owned<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    modify: impl FnMut(&mut K) + Send + 'static,
+) -> (
+    Store<K>,
+    impl futures_util::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default()
+        .labels(MANAGED_BY_SELECTOR)
         .any_semantic();
-    Controller::new(
+    let stream = watcher(api::<K>(client, namespace), config)
+        .default_backoff()
+        .modify(modify)
+        .reflect(writer)
+        .applied_objects();
+    (reader, stream)
+}
+
+/// The controller on LiveClasses, owning the objects it creates; returns if its streams end.
+async fn control(shared: Arc<Shared>) {
+    let client = &shared.client;
+    let config = shared.config.clone();
+    let ns = config.namespace.as_deref();
+    let (deployments, deployment_events) = owned::<Deployment>(client, ns, slim_deployment);
+    let (services, service_events) = owned::<Service>(client, ns, slim);
+    let (pdbs, pdb_events) = owned::<PodDisruptionBudget>(client, ns, slim);
+    let (statefulsets, statefulset_events) = owned::<StatefulSet>(client, ns, |s| {
+        slim(s);
+        s.spec.template.spec = None;
+    });
+    let (hpas, hpa_events) = owned::<HorizontalPodAutoscaler>(client, ns, slim);
+    // Socket pods: for their deletion costs; not a trigger (the Deployment's status is).
+    let (pods, pod_events) = owned::<Pod>(client, ns, |p| {
+        slim(p);
+        p.spec = None;
+        p.status = None;
+    });
+    let stores = Stores {
+        deployments,
+        services,
+        pdbs,
+        statefulsets,
+        hpas,
+        pods,
+    };
+    let applier = Applier::new(
+        client.clone(),
+        shared.recorder.clone(),
+        shared.metrics.clone(),
+    );
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        applier,
+        stores,
+        shared.metrics.clone(),
+        config.clone(),
+    ));
+
+    // LiveClasses: reconciled on spec changes (generation), never on the operator's own status
+    // writes; a deleted one is forgotten.
+    let (classes, writer) = reflector::store();
+    let forget = ctx.clone();
+    let class_events = watcher(
         api::<LiveClass>(client, ns),
         watcher::Config::default().any_semantic(),
     )
-    .owns(api::<Deployment>(client, ns), owned.clone())
-    .owns(api::<Service>(client, ns), owned.clone())
-    .owns(api::<ConfigMap>(client, ns), owned.clone())
-    .owns(api::<PodDisruptionBudget>(client, ns), owned.clone())
-    .owns(api::<StatefulSet>(client, ns), owned.clone())
-    .owns(api::<HorizontalPodAutoscaler>(client, ns), owned)
-    .run(reconcile, error_policy, ctx.clone())
-    .for_each(|result| async move {
-        if let Err(error) = result {
-            tracing::debug!(%error, "controller event");
+    .default_backoff()
+    .modify(slim)
+    .reflect(writer)
+    .inspect(move |event| {
+        if let Ok(watcher::Event::Delete(lc)) = event {
+            forget.forget(&lc.namespace().unwrap_or_default(), &lc.name_any());
         }
     })
-    .await;
+    .applied_objects()
+    .predicate_filter(predicates::generation, PredicateConfig::default());
+
+    let controller = Controller::for_stream(class_events, classes)
+        .owns_stream(deployment_events)
+        .owns_stream(service_events)
+        .owns_stream(pdb_events)
+        .owns_stream(statefulset_events)
+        .owns_stream(hpa_events)
+        .with_config(controller::Config::default().concurrency(config.concurrency))
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "controller event");
+            }
+        });
+    let pods_cache = pod_events.for_each(|_| async {});
+    tokio::select! {
+        () = controller => {}
+        () = pods_cache => {}
+    }
 }

@@ -313,10 +313,15 @@ async fn helm_install_least_privilege_operator_and_clean_uninstall() {
             ("watch", "deployments.apps", None),
             ("patch", "statefulsets.apps", Some(class_ns)),
             ("delete", "statefulsets.apps", Some(class_ns)),
+            ("delete", "deployments.apps", Some(class_ns)),
             ("patch", "services", Some(class_ns)),
             ("delete", "services", Some(class_ns)),
-            ("patch", "configmaps", Some(class_ns)),
             ("patch", "poddisruptionbudgets.policy", Some(class_ns)),
+            ("delete", "poddisruptionbudgets.policy", Some(class_ns)),
+            ("list", "pods", Some(class_ns)),
+            ("watch", "pods", None),
+            ("patch", "pods", Some(class_ns)),
+            ("create", "secrets", Some(class_ns)),
             (
                 "patch",
                 "horizontalpodautoscalers.autoscaling",
@@ -329,7 +334,6 @@ async fn helm_install_least_privilege_operator_and_clean_uninstall() {
             ),
             ("create", "events.events.k8s.io", Some(class_ns)),
             ("patch", "events.events.k8s.io", Some(class_ns)),
-            ("get", "secrets", Some(class_ns)),
             ("create", "leases.coordination.k8s.io", Some(ns)),
             ("get", &lease, Some(ns)),
             ("update", &lease, Some(ns)),
@@ -343,9 +347,14 @@ async fn helm_install_least_privilege_operator_and_clean_uninstall() {
         &[
             ("*", "*", None),
             ("*", "*", Some(class_ns)),
+            // Secrets: create only (a generated token key); never read, by default not even get.
+            ("get", "secrets", Some(class_ns)),
+            ("get", "secrets", None),
             ("list", "secrets", Some(class_ns)),
             ("watch", "secrets", Some(class_ns)),
             ("list", "secrets", None),
+            ("update", "secrets", Some(class_ns)),
+            ("patch", "secrets", Some(class_ns)),
             ("delete", "namespaces", None),
             ("create", "clusterroles.rbac.authorization.k8s.io", None),
             (
@@ -355,10 +364,9 @@ async fn helm_install_least_privilege_operator_and_clean_uninstall() {
             ),
             ("patch", "liveclasses.liveclass.dev", Some(class_ns)),
             ("delete", "liveclasses.liveclass.dev", Some(class_ns)),
-            ("delete", "deployments.apps", Some(class_ns)),
-            ("delete", "configmaps", Some(class_ns)),
-            ("list", "pods", Some(class_ns)),
+            ("patch", "configmaps", Some(class_ns)),
             ("create", "pods", Some(class_ns)),
+            ("delete", "pods", Some(class_ns)),
             ("create", "events", Some(class_ns)),
             (
                 "update",
@@ -398,23 +406,26 @@ async fn helm_install_least_privilege_operator_and_clean_uninstall() {
     config.identity = Some("chart-test".to_owned());
     let running = Operator::start(config, as_operator).await.unwrap();
 
-    let text = std::fs::read_to_string(repo().join("manifests/examples/physics-101.yaml")).unwrap();
+    // The weekly example: recurring (it never ends here) and without a token Secret, so the
+    // operator generates one with the chart's create-only permission.
+    let text =
+        std::fs::read_to_string(repo().join("manifests/examples/weekly-maths.yaml")).unwrap();
     let example: LiveClass = serde_yaml::from_str(&text).unwrap();
     let classes: Api<LiveClass> = Api::namespaced(admin.clone(), class_ns);
     classes
         .patch(
-            "physics-101",
+            "weekly-maths",
             &PatchParams::apply("chart-test").force(),
             &Patch::Apply(&example),
         )
         .await
         .unwrap();
     until(
-        "physics-101 reconciled by the operator running as the chart's ServiceAccount",
+        "weekly-maths reconciled by the operator running as the chart's ServiceAccount",
         LIMIT,
         POLL,
         || async {
-            let lc = classes.get("physics-101").await.ok()?;
+            let lc = classes.get("weekly-maths").await.ok()?;
             let observed = lc.status?.observed_generation?;
             (Some(observed) == lc.metadata.generation).then_some(())
         },
@@ -423,22 +434,34 @@ async fn helm_install_least_privilege_operator_and_clean_uninstall() {
     .unwrap();
     let owned: Api<Deployment> = Api::namespaced(admin.clone(), class_ns);
     assert!(
-        owned.get_opt("physics-101-socket").await.unwrap().is_some(),
+        owned
+            .get_opt("weekly-maths-socket")
+            .await
+            .unwrap()
+            .is_some(),
         "no socket Deployment"
     );
+    assert!(
+        Api::<Secret>::namespaced(admin.clone(), class_ns)
+            .get_opt("weekly-maths-token")
+            .await
+            .unwrap()
+            .is_some(),
+        "no generated token Secret"
+    );
     let services: Api<Service> = Api::namespaced(admin.clone(), class_ns);
-    for name in ["physics-101-socket", "physics-101-socket-headless"] {
+    for name in ["weekly-maths-socket", "weekly-maths-socket-headless"] {
         assert!(
             services.get_opt(name).await.unwrap().is_some(),
             "no Service {name}"
         );
     }
     let events: Api<Event> = Api::namespaced(admin.clone(), class_ns);
-    until("an Event about physics-101", LIMIT, POLL, || async {
+    until("an Event about weekly-maths", LIMIT, POLL, || async {
         let list = events.list(&ListParams::default()).await.ok()?;
         list.items
             .iter()
-            .any(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("physics-101"))
+            .any(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("weekly-maths"))
             .then_some(())
     })
     .await
@@ -453,7 +476,7 @@ async fn helm_install_least_privilege_operator_and_clean_uninstall() {
     );
     running.stop().await.unwrap();
     classes
-        .delete("physics-101", &DeleteParams::background())
+        .delete("weekly-maths", &DeleteParams::background())
         .await
         .unwrap();
 
@@ -505,6 +528,8 @@ async fn helm_install_for_one_namespace_with_gateway_grants_nothing_cluster_wide
             &watch,
             "--set",
             "replicas=2",
+            "--set",
+            "rbac.readExternalRedisSecrets=true",
             "--set",
             "gateway.enabled=true",
             "--set",

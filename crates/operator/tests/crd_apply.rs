@@ -191,6 +191,7 @@ async fn the_status_the_operator_writes_is_accepted() {
             condition("RedisReady"),
         ],
         observed_generation: Some(1),
+        ..LiveClassStatus::default()
     };
     let patch = serde_json::json!({
         "apiVersion": "liveclass.dev/v1alpha1",

@@ -46,6 +46,7 @@ mod tests {
             headroom_permille,
             min_replicas: min,
             max_replicas: max,
+            idle_replicas: min,
             pod_startup: TimeDelta::minutes(2),
             drain_window: TimeDelta::seconds(30),
             step_percent: 25,

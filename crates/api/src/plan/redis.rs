@@ -33,6 +33,9 @@ pub struct RedisPlan {
     pub shape: RedisShape,
     /// Memory for a Redis the operator runs; `None` for an External one.
     pub memory: Option<RedisMemory>,
+    /// Whether a Redis the operator runs should be running now: not while no socket server
+    /// runs (between occurrences with `idleReplicas: 0`), since nothing then needs its state.
+    pub running: bool,
 }
 
 /// Which Redis the class runs on.
@@ -96,7 +99,11 @@ pub fn plan(
             request_bytes: max_memory_bytes.saturating_add(max_memory_bytes / 4),
         }
     });
-    RedisPlan { shape, memory }
+    RedisPlan {
+        shape,
+        memory,
+        running: true,
+    }
 }
 
 #[cfg(test)]
@@ -111,6 +118,7 @@ mod tests {
             headroom_permille: 1_250,
             min_replicas: 1,
             max_replicas: 200,
+            idle_replicas: 1,
             pod_startup: TimeDelta::minutes(2),
             drain_window: TimeDelta::seconds(30),
             step_percent: 25,

@@ -31,6 +31,7 @@ fn spec(schedule: Schedule) -> ValidSpec {
             headroom_permille: 1_250,
             min_replicas: 1,
             max_replicas: 200,
+            idle_replicas: 1,
             pod_startup: TimeDelta::minutes(2),
             drain_window: TimeDelta::seconds(30),
             step_percent: 25,
@@ -42,6 +43,7 @@ fn spec(schedule: Schedule) -> ValidSpec {
             replicated_threshold: 20_000,
         },
         autoscaling: None,
+        ended_ttl: TimeDelta::hours(1),
     }
 }
 
@@ -53,8 +55,17 @@ fn observed(current: Option<u32>, connected: Option<u64>, last: Option<&str>) ->
     Observed {
         current_replicas: current,
         connected_students: connected,
+        peak: None,
         last_scale_down: last.map(utc),
     }
+}
+
+/// The peak of the 14:00Z occurrence.
+fn peak(students: u64) -> Option<PeakAttendance> {
+    Some(PeakAttendance {
+        occurrence_start: utc("2026-12-01T14:00:00Z"),
+        students,
+    })
 }
 
 #[test]
@@ -105,11 +116,15 @@ fn one_off_class_through_its_day() {
             8,
             Some("2026-12-01T15:30:00Z"),
         ),
+        // Fewer students now, but the capacity raised for the peak is held until the drain.
         (
             "2026-12-01T15:30:00Z",
-            observed(Some(8), Some(9_000), None),
+            Observed {
+                peak: peak(12_000),
+                ..observed(Some(8), Some(9_000), None)
+            },
             Phase::CoolingDown,
-            6,
+            8,
             Some("2026-12-01T15:45:00Z"),
         ),
         (
@@ -141,18 +156,19 @@ fn one_off_class_through_its_day() {
             2,
             Some("2026-12-01T15:47:00Z"),
         ),
+        // Ended: idle capacity kept for endedTtl (1h after the drain began), then released.
         (
             "2026-12-01T15:47:00Z",
             observed(Some(2), None, Some("2026-12-01T15:46:00Z")),
             Phase::Ended,
             1,
-            None,
+            Some("2026-12-01T16:45:00Z"),
         ),
         (
             "2026-12-02T09:00:00Z",
             observed(Some(1), None, Some("2026-12-01T15:46:00Z")),
             Phase::Ended,
-            1,
+            0,
             None,
         ),
     ];
@@ -227,6 +243,7 @@ fn a_drain_starts_from_what_the_floor_raised_and_removes_a_quarter_a_minute() {
             &Observed {
                 current_replicas: Some(current),
                 connected_students: None,
+                peak: None,
                 last_scale_down: last,
             },
         );
@@ -237,8 +254,8 @@ fn a_drain_starts_from_what_the_floor_raised_and_removes_a_quarter_a_minute() {
     }
     assert_eq!(seen, [40, 30, 22, 16, 12, 9, 6, 4, 3, 2, 1]);
     assert_eq!(
-        now,
-        utc("2026-12-01T15:55:00Z"),
+        last,
+        Some(utc("2026-12-01T15:54:00Z")),
         "ten steps, a minute apart"
     );
 }
@@ -257,7 +274,7 @@ fn replicas_scaled_by_hand_when_min_equals_max_are_not_drained() {
     );
     assert_eq!(
         (p.phase, p.socket.replicas, p.next_transition),
-        (Phase::Ended, 1, None)
+        (Phase::Ended, 1, Some(utc("2026-12-01T16:45:00Z")))
     );
 }
 
@@ -286,6 +303,7 @@ fn max_replicas_caps_the_class_and_says_so() {
 fn autoscaling_moves_the_hpa_minimum_to_the_plan() {
     let mut spec = one_off();
     spec.socket.min_replicas = 0;
+    spec.socket.idle_replicas = 0;
     spec.autoscaling = Some(AutoscalingParams {
         target_cpu_utilization: 70,
     });
@@ -295,27 +313,46 @@ fn autoscaling_moves_the_hpa_minimum_to_the_plan() {
         Some(HpaPlan {
             min_replicas: 5,
             max_replicas: 200,
-            target_cpu_utilization: 70
+            target_cpu_utilization: 70,
+            scale_down_percent: 25,
+            scale_down_period_seconds: 60,
         })
     );
     let idle = plan(&spec, utc("2026-12-01T09:00:00Z"), &Observed::default());
     assert_eq!(idle.socket.replicas, 0);
     assert_eq!(
-        idle.autoscaling.map(|a| a.min_replicas),
-        Some(1),
-        "an HPA needs at least one"
+        idle.autoscaling, None,
+        "no HPA while no pod is planned: its minimum is at least 1"
     );
+    assert!(!idle.redis.running, "nothing uses Redis between classes");
 }
 
 #[test]
 fn attendance_is_watched_only_around_a_class() {
     let spec = one_off();
     let at = |now: &str| plan(&spec, utc(now), &observed(Some(5), None, None)).watch_attendance;
-    assert!(!at("2026-12-01T13:00:00Z"));
+    let before = plan(
+        &spec,
+        utc("2026-12-01T13:00:00Z"),
+        &observed(Some(1), None, None),
+    );
+    assert!(!before.watch_attendance);
     assert!(at("2026-12-01T13:50:00Z"));
     assert!(at("2026-12-01T14:30:00Z"));
     assert!(at("2026-12-01T15:40:00Z"));
-    assert!(!at("2026-12-01T15:45:00Z"));
+    assert!(at("2026-12-01T15:45:00Z"), "while draining");
+    let idle = plan(
+        &spec,
+        utc("2026-12-01T16:00:00Z"),
+        &observed(Some(1), Some(0), None),
+    );
+    assert!(!idle.watch_attendance);
+    let someone = plan(
+        &spec,
+        utc("2026-12-01T16:00:00Z"),
+        &observed(Some(1), Some(3), None),
+    );
+    assert!(someone.watch_attendance, "while anyone is connected");
 }
 
 fn weekly(pattern: &str, zone: &str) -> ValidSpec {
@@ -477,4 +514,134 @@ fn redis_plan_comes_with_every_plan() {
         p.redis.memory.map(|m| m.max_memory_arg()),
         Some("64mb".to_owned())
     );
+}
+
+#[test]
+fn a_failed_reading_keeps_the_capacity_the_peak_raised() {
+    // The floor raised the class to 8 for 12,000 students; the next reading fails (the operator
+    // passes the last one it had, or none at all): still 8, live or cooling down.
+    let spec = one_off();
+    for now in ["2026-12-01T14:40:00Z", "2026-12-01T15:40:00Z"] {
+        for connected in [None, Some(12_000), Some(100)] {
+            let p = plan(
+                &spec,
+                utc(now),
+                &Observed {
+                    peak: peak(12_000),
+                    ..observed(Some(8), connected, None)
+                },
+            );
+            assert_eq!(p.socket.replicas, 8, "at {now} with {connected:?}");
+            assert_eq!(p.socket.peak_connected, Some(12_000));
+        }
+    }
+    // A peak from another occurrence does not count.
+    let p = plan(
+        &spec,
+        utc("2026-12-01T14:40:00Z"),
+        &Observed {
+            peak: Some(PeakAttendance {
+                occurrence_start: utc("2026-11-24T14:00:00Z"),
+                students: 12_000,
+            }),
+            ..observed(Some(5), Some(100), None)
+        },
+    );
+    assert_eq!(p.socket.replicas, 5);
+}
+
+#[test]
+fn a_smaller_plan_mid_class_comes_down_in_the_drain_steps() {
+    let mut spec = one_off();
+    spec.expected_attendance = 4_000; // 3 pods
+    let p = plan(
+        &spec,
+        utc("2026-12-01T14:40:00Z"),
+        &observed(Some(8), Some(100), None),
+    );
+    assert_eq!((p.phase, p.socket.replicas), (Phase::Live, 6));
+    assert_eq!(p.socket.last_scale_down, Some(utc("2026-12-01T14:40:00Z")));
+    assert_eq!(p.next_transition, Some(utc("2026-12-01T14:41:00Z")));
+    let p = plan(
+        &spec,
+        utc("2026-12-01T14:40:30Z"),
+        &observed(Some(6), Some(100), Some("2026-12-01T14:40:00Z")),
+    );
+    assert_eq!(p.socket.replicas, 6, "one step per interval");
+}
+
+#[test]
+fn an_overrunning_class_keeps_what_its_students_need_until_they_leave() {
+    let spec = one_off();
+    // 15:45 is the end plus cool-down; 2,000 students still connected need 2 pods.
+    let mut current = 8;
+    let mut last = None;
+    let mut now = utc("2026-12-01T15:45:00Z");
+    let mut seen = vec![];
+    for _ in 0..10 {
+        let p = plan(
+            &spec,
+            now,
+            &observed(
+                Some(current),
+                Some(2_000),
+                last.map(|l: DateTime<Utc>| l.to_rfc3339()).as_deref(),
+            ),
+        );
+        assert!(p.watch_attendance);
+        assert_eq!(p.phase, Phase::CoolingDown);
+        current = p.socket.replicas;
+        last = p.socket.last_scale_down;
+        seen.push(current);
+        now += TimeDelta::minutes(1);
+    }
+    assert_eq!(seen, [6, 4, 3, 2, 2, 2, 2, 2, 2, 2]);
+    // They leave: the drain finishes.
+    let p = plan(&spec, now, &observed(Some(2), Some(0), None));
+    assert_eq!((p.phase, p.socket.replicas), (Phase::Ended, 1));
+    // Nobody can be released while connected.
+    let late = utc("2026-12-02T12:00:00Z");
+    let p = plan(&spec, late, &observed(Some(1), Some(1), None));
+    assert!(!p.released);
+    let p = plan(&spec, late, &observed(Some(1), Some(0), None));
+    assert!(p.released);
+    assert!(!p.redis.running);
+}
+
+#[test]
+fn a_live_class_that_is_postponed_drains_in_steps() {
+    let mut spec = one_off();
+    spec.schedule = Schedule::Once(utc("2026-12-08T14:00:00Z"));
+    let p = plan(
+        &spec,
+        utc("2026-12-01T14:30:00Z"),
+        &observed(Some(8), Some(0), None),
+    );
+    assert_eq!((p.phase, p.socket.replicas), (Phase::CoolingDown, 6));
+    assert_eq!(
+        p.occurrence.map(|o| o.start),
+        Some(utc("2026-12-08T14:00:00Z"))
+    );
+    assert_eq!(p.next_transition, Some(utc("2026-12-01T14:31:00Z")));
+}
+
+#[test]
+fn idle_replicas_zero_stops_pods_and_redis_between_classes() {
+    let mut spec = weekly("0 14 * * MON", "UTC");
+    spec.socket.idle_replicas = 0;
+    let p = plan(
+        &spec,
+        utc("2026-12-02T10:00:00Z"),
+        &observed(Some(0), None, None),
+    );
+    assert_eq!((p.phase, p.socket.replicas), (Phase::Scheduled, 0));
+    assert!(!p.redis.running);
+    assert!(!p.watch_attendance);
+    let p = plan(
+        &spec,
+        utc("2026-12-07T13:48:00Z"),
+        &observed(Some(0), None, None),
+    );
+    assert_eq!((p.phase, p.socket.replicas), (Phase::WarmingUp, 5));
+    assert!(p.redis.running);
 }

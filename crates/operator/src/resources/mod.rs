@@ -1,11 +1,15 @@
-//! The objects a LiveClass owns, built as pure functions of the LiveClass, its validated spec
-//! and the plan, so what the operator applies is unit-tested without a cluster.
+//! The objects a LiveClass owns, built as typed `k8s-openapi` structs by pure functions of the
+//! LiveClass, its validated spec and the plan, so what the operator applies is unit-tested
+//! without a cluster and a misspelt field does not compile.
 //!
 //! Every object carries the LiveClass as its controlling owner (garbage collection removes them
-//! with it, and the controller's `owns` watches put back any drift) and the same labels.
+//! with it, and the owned-object watches put back any drift) and the same labels; [`Owned`]
+//! names every kind and name a class can own, which is what lets the apply step delete the
+//! ones the plan no longer asks for.
 
 mod redis;
 mod socket;
+mod token;
 
 use std::collections::BTreeMap;
 
@@ -13,43 +17,118 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
         autoscaling::v2::HorizontalPodAutoscaler,
-        core::v1::{ConfigMap, Service},
+        core::v1::Service,
         policy::v1::PodDisruptionBudget,
     },
-    apimachinery::pkg::apis::meta::v1::OwnerReference,
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
 use kube::{Resource, ResourceExt};
-use liveclass_api::{LiveClass, Plan, ValidSpec};
-use serde::de::DeserializeOwned;
+use liveclass_api::{LiveClass, Plan, ValidSpec, types::SecretKeyRef};
 
 use crate::error::Error;
 
 pub use redis::{REDIS_PORT, redis_url};
-pub use socket::SOCKET_PORT;
+pub use socket::{ADMIN_PORT, POD_DELETION_COST, WS_PORT};
+pub use token::{GENERATED_BYTES, GENERATED_KEY, GENERATED_PREVIOUS_KEY, TokenSource};
 
-/// Everything a LiveClass should own right now.
-#[derive(Debug, Clone, PartialEq)]
+/// The label every owned object carries, so the owned-object watches see only ours.
+pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=liveclass-operator";
+/// The label naming the class (its `metadata.name`) on every owned object and socket pod.
+pub const CLASS_LABEL: &str = "liveclass.dev/class";
+
+/// Everything a LiveClass should own right now. A released class owns nothing.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Desired {
-    pub config_map: ConfigMap,
-    pub deployment: Deployment,
-    pub service: Service,
-    pub headless_service: Service,
-    pub pdb: PodDisruptionBudget,
+    pub deployment: Option<Deployment>,
+    pub service: Option<Service>,
+    pub headless_service: Option<Service>,
+    pub pdb: Option<PodDisruptionBudget>,
     /// The Redis the operator runs; `None` with an External Redis.
     pub redis: Option<(StatefulSet, Service)>,
-    /// The HPA, when the spec asks for autoscaling.
+    /// The HPA, when the spec asks for autoscaling and pods are planned.
     pub hpa: Option<HorizontalPodAutoscaler>,
+}
+
+/// The kinds of object a class owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Deployment,
+    Service,
+    PodDisruptionBudget,
+    StatefulSet,
+    HorizontalPodAutoscaler,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Deployment => "Deployment",
+            Kind::Service => "Service",
+            Kind::PodDisruptionBudget => "PodDisruptionBudget",
+            Kind::StatefulSet => "StatefulSet",
+            Kind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
+        }
+    }
+}
+
+/// One owned object, by kind and name (in the class's namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Owned {
+    pub kind: Kind,
+    pub name: String,
+}
+
+impl Owned {
+    fn new(kind: Kind, name: &str) -> Self {
+        Self {
+            kind,
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl Desired {
+    /// Every object in it, by kind and name.
+    pub fn owned(&self) -> Vec<Owned> {
+        let name = |m: &ObjectMeta| m.name.clone().unwrap_or_default();
+        let mut out = Vec::new();
+        if let Some(d) = &self.deployment {
+            out.push(Owned::new(Kind::Deployment, &name(&d.metadata)));
+        }
+        for s in [&self.service, &self.headless_service]
+            .into_iter()
+            .flatten()
+        {
+            out.push(Owned::new(Kind::Service, &name(&s.metadata)));
+        }
+        if let Some(p) = &self.pdb {
+            out.push(Owned::new(Kind::PodDisruptionBudget, &name(&p.metadata)));
+        }
+        if let Some((sts, svc)) = &self.redis {
+            out.push(Owned::new(Kind::StatefulSet, &name(&sts.metadata)));
+            out.push(Owned::new(Kind::Service, &name(&svc.metadata)));
+        }
+        if let Some(h) = &self.hpa {
+            out.push(Owned::new(
+                Kind::HorizontalPodAutoscaler,
+                &name(&h.metadata),
+            ));
+        }
+        out
+    }
 }
 
 /// Names of the owned objects, derived from the LiveClass's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
-    /// The socket Deployment, its ClusterIP Service, PDB, ConfigMap and HPA.
+    /// The socket Deployment, its ClusterIP Service, PDB and HPA.
     pub socket: String,
     /// The headless Service for discovering socket pods.
     pub headless: String,
     /// The Redis StatefulSet and Service.
     pub redis: String,
+    /// The token Secret the operator generates when the spec names none.
+    pub token: String,
 }
 
 impl Names {
@@ -58,7 +137,22 @@ impl Names {
             socket: format!("{class}-socket"),
             headless: format!("{class}-socket-headless"),
             redis: format!("{class}-redis"),
+            token: format!("{class}-token"),
         }
+    }
+
+    /// Every object a class of this name can own, whatever its spec: what the apply step looks
+    /// for when it deletes the ones the plan no longer asks for.
+    pub fn all_owned(&self) -> [Owned; 7] {
+        [
+            Owned::new(Kind::Deployment, &self.socket),
+            Owned::new(Kind::Service, &self.socket),
+            Owned::new(Kind::Service, &self.headless),
+            Owned::new(Kind::PodDisruptionBudget, &self.socket),
+            Owned::new(Kind::HorizontalPodAutoscaler, &self.socket),
+            Owned::new(Kind::StatefulSet, &self.redis),
+            Owned::new(Kind::Service, &self.redis),
+        ]
     }
 }
 
@@ -66,13 +160,14 @@ impl Names {
 #[derive(Debug, Clone)]
 pub(crate) struct Meta {
     pub class: String,
+    pub class_id: String,
     pub namespace: String,
     pub owner: OwnerReference,
     pub names: Names,
 }
 
 impl Meta {
-    fn new(lc: &LiveClass) -> Result<Self, Error> {
+    pub(crate) fn new(lc: &LiveClass) -> Result<Self, Error> {
         let owner = lc
             .controller_owner_ref(&())
             .ok_or(Error::MissingField("metadata.uid"))?;
@@ -82,6 +177,7 @@ impl Meta {
         let class = lc.name_any();
         Ok(Self {
             names: Names::of(&class),
+            class_id: liveclass_api::class_id(&namespace, &class),
             class,
             namespace,
             owner,
@@ -95,7 +191,7 @@ impl Meta {
             "app.kubernetes.io/managed-by".to_owned(),
             crate::MANAGER.to_owned(),
         );
-        labels.insert("liveclass.dev/class".to_owned(), self.class.clone());
+        labels.insert(CLASS_LABEL.to_owned(), self.class.clone());
         labels
     }
 
@@ -110,52 +206,63 @@ impl Meta {
         ])
     }
 
-    /// `metadata` of an owned object, as JSON.
-    pub fn metadata(&self, name: &str, component: &str) -> serde_json::Value {
-        serde_json::json!({
-            "name": name,
-            "namespace": self.namespace,
-            "labels": self.labels(component),
-            "ownerReferences": [self.owner],
-        })
+    /// `metadata` of an owned object.
+    pub fn metadata(&self, name: &str, component: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(self.labels(component)),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..ObjectMeta::default()
+        }
     }
 }
 
-/// Builds everything `lc` should own under `plan`.
-pub fn build(lc: &LiveClass, spec: &ValidSpec, plan: &Plan) -> Result<Desired, Error> {
+/// Builds everything `lc` should own under `plan`, with the socket servers verifying tokens
+/// against `token`.
+pub fn build(
+    lc: &LiveClass,
+    spec: &ValidSpec,
+    plan: &Plan,
+    token: &TokenSource,
+) -> Result<Desired, Error> {
+    if plan.released {
+        return Ok(Desired::default());
+    }
     let meta = Meta::new(lc)?;
-    let config_map = socket::config_map(&meta, lc, spec, plan)?;
-    let deployment = socket::deployment(&meta, lc, spec, plan, &config_map)?;
-    let redis = match redis::statefulset(&meta, lc, plan)? {
-        Some(sts) => Some((sts, redis::service(&meta)?)),
-        None => None,
-    };
     Ok(Desired {
-        deployment,
-        service: socket::service(&meta)?,
-        headless_service: socket::headless_service(&meta)?,
-        pdb: socket::pdb(&meta)?,
-        hpa: socket::hpa(&meta, plan)?,
-        redis,
-        config_map,
+        deployment: Some(socket::deployment(&meta, lc, spec, plan, token)),
+        service: Some(socket::service(&meta)),
+        headless_service: Some(socket::headless_service(&meta)),
+        pdb: Some(socket::pdb(&meta)),
+        hpa: socket::hpa(&meta, plan),
+        redis: redis::statefulset(&meta, lc, plan).map(|sts| (sts, redis::service(&meta))),
     })
 }
 
-/// `value` as the typed object `K` (the builders write JSON, which reads like the YAML an admin
-/// knows; this checks it against the type).
-pub(crate) fn typed<K: DeserializeOwned>(
-    what: &'static str,
-    value: serde_json::Value,
-) -> Result<K, Error> {
-    serde_json::from_value(value).map_err(|source| Error::Serialize { what, source })
+/// The Secret `name` the operator generates for `lc`, holding the random `key`.
+pub fn generated_token_secret(
+    lc: &LiveClass,
+    name: &str,
+    key: String,
+) -> Result<k8s_openapi::api::core::v1::Secret, Error> {
+    Ok(token::generated_secret(&Meta::new(lc)?, name, key))
 }
 
-/// A stable 64-bit FNV-1a hash, for the pod template's config annotation (`std`'s hasher is
-/// not stable across Rust releases, which would roll every pod on an operator upgrade).
-pub(crate) fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
-    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// The token Secret key the socket servers of `lc` verify with: the spec's, or the generated one.
+pub fn token_source(lc: &LiveClass) -> TokenSource {
+    match &lc.spec.socket.token_secret_ref {
+        Some(r) => TokenSource::Given {
+            current: SecretKeyRef {
+                name: r.name.clone(),
+                key: r.key.clone(),
+            },
+            previous_key: r.previous_key.clone(),
+        },
+        None => TokenSource::Generated {
+            name: Names::of(&lc.name_any()).token,
+        },
+    }
 }
 
 #[cfg(test)]

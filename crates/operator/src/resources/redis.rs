@@ -1,13 +1,28 @@
-//! The Redis a class runs on when the operator runs it (`Standalone`): a one-pod StatefulSet
-//! and its Service, with `maxmemory` and the pod's memory from the plan. The `Replicated` shape
-//! (primary, replicas, Sentinel) is not built yet: it runs the same single primary for now.
+//! The Redis a class runs on when the operator runs it: a one-pod StatefulSet and its Service,
+//! with `maxmemory` and the pod's memory from the plan, scaled to zero while no socket server
+//! runs. The `Replicated` shape (primary, replicas, Sentinel) is not built yet: it runs the same
+//! single primary for now.
 
-use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{StatefulSet, StatefulSetSpec},
+        core::v1::{
+            Capabilities, Container, ContainerPort, PodSpec, PodTemplateSpec, Probe,
+            ResourceRequirements, SecurityContext, Service, ServicePort, ServiceSpec,
+            TCPSocketAction,
+        },
+    },
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{LabelSelector, ObjectMeta},
+        util::intstr::IntOrString,
+    },
+};
 use liveclass_api::{LiveClass, Plan, plan::RedisShape};
-use serde_json::json;
 
-use super::{Meta, Names, typed};
-use crate::error::Error;
+use super::{Meta, Names};
 
 pub const REDIS_PORT: u16 = 6379;
 const COMPONENT: &str = "redis";
@@ -25,85 +40,115 @@ pub fn redis_url(class: &str, namespace: &str) -> String {
     )
 }
 
-pub(crate) fn statefulset(
-    meta: &Meta,
-    lc: &LiveClass,
-    plan: &Plan,
-) -> Result<Option<StatefulSet>, Error> {
-    if plan.redis.shape == RedisShape::External {
-        return Ok(None);
+fn tcp_probe(period: i32) -> Probe {
+    Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String("redis".to_owned()),
+            host: None,
+        }),
+        period_seconds: Some(period),
+        ..Probe::default()
     }
-    let mut args = vec![
-        "redis-server".to_owned(),
-        "--port".to_owned(),
-        REDIS_PORT.to_string(),
+}
+
+pub(crate) fn statefulset(meta: &Meta, lc: &LiveClass, plan: &Plan) -> Option<StatefulSet> {
+    if plan.redis.shape == RedisShape::External {
+        return None;
+    }
+    let mut args: Vec<String> = [
+        "redis-server",
+        "--port",
+        &REDIS_PORT.to_string(),
         // The class's state is transient: no snapshots, no AOF, and a full Redis refuses writes
         // rather than silently evicting who-is-where.
-        "--save".to_owned(),
-        String::new(),
-        "--appendonly".to_owned(),
-        "no".to_owned(),
-        "--maxmemory-policy".to_owned(),
-        "noeviction".to_owned(),
-    ];
-    let mut container = json!({
-        "name": "redis",
-        "image": lc.spec.redis.image,
-        "ports": [{ "name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP" }],
-        "readinessProbe": { "tcpSocket": { "port": "redis" }, "periodSeconds": 2 },
-        "livenessProbe": { "tcpSocket": { "port": "redis" }, "periodSeconds": 10 },
-        "securityContext": {
-            "runAsNonRoot": true,
-            "runAsUser": 999,
-            "readOnlyRootFilesystem": true,
-            "allowPrivilegeEscalation": false,
-            "capabilities": { "drop": ["ALL"] },
-        },
-    });
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--maxmemory-policy",
+        "noeviction",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let mut resources = None;
     if let Some(memory) = plan.redis.memory {
         args.push("--maxmemory".to_owned());
         args.push(memory.max_memory_arg());
-        let quantity = memory.request_quantity();
-        container["resources"] = json!({
-            "requests": { "memory": quantity },
-            "limits": { "memory": quantity },
+        let quantity = BTreeMap::from([("memory".to_owned(), Quantity(memory.request_quantity()))]);
+        resources = Some(ResourceRequirements {
+            requests: Some(quantity.clone()),
+            limits: Some(quantity),
+            ..ResourceRequirements::default()
         });
     }
-    container["args"] = json!(args);
-    typed(
-        "StatefulSet",
-        json!({
-            "apiVersion": "apps/v1",
-            "kind": "StatefulSet",
-            "metadata": meta.metadata(&meta.names.redis, COMPONENT),
-            "spec": {
-                "replicas": 1,
-                "serviceName": meta.names.redis,
-                "selector": { "matchLabels": meta.selector(COMPONENT) },
-                "template": {
-                    "metadata": { "labels": meta.labels(COMPONENT) },
-                    "spec": {
-                        "containers": [container],
-                    },
-                },
-            },
+    let container = Container {
+        name: "redis".to_owned(),
+        image: Some(lc.spec.redis.image.clone()),
+        args: Some(args),
+        ports: Some(vec![ContainerPort {
+            name: Some("redis".to_owned()),
+            container_port: i32::from(REDIS_PORT),
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(tcp_probe(2)),
+        liveness_probe: Some(tcp_probe(10)),
+        resources,
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(999),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: None,
+            }),
+            ..SecurityContext::default()
         }),
-    )
-    .map(Some)
+        ..Container::default()
+    };
+    Some(StatefulSet {
+        metadata: meta.metadata(&meta.names.redis, COMPONENT),
+        spec: StatefulSetSpec {
+            replicas: Some(i32::from(plan.redis.running)),
+            service_name: Some(meta.names.redis.clone()),
+            selector: LabelSelector {
+                match_labels: Some(meta.selector(COMPONENT)),
+                match_expressions: None,
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(meta.labels(COMPONENT)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    ..PodSpec::default()
+                }),
+            },
+            ..StatefulSetSpec::default()
+        },
+        status: None,
+    })
 }
 
-pub(crate) fn service(meta: &Meta) -> Result<Service, Error> {
-    typed(
-        "Service",
-        json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": meta.metadata(&meta.names.redis, COMPONENT),
-            "spec": {
-                "type": "ClusterIP",
-                "selector": meta.selector(COMPONENT),
-                "ports": [{ "name": "redis", "port": REDIS_PORT, "targetPort": "redis", "protocol": "TCP" }],
-            },
+pub(crate) fn service(meta: &Meta) -> Service {
+    Service {
+        metadata: meta.metadata(&meta.names.redis, COMPONENT),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            selector: Some(meta.selector(COMPONENT)),
+            ports: Some(vec![ServicePort {
+                name: Some("redis".to_owned()),
+                port: i32::from(REDIS_PORT),
+                target_port: Some(IntOrString::String("redis".to_owned())),
+                protocol: Some("TCP".to_owned()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
         }),
-    )
+        status: None,
+    }
 }

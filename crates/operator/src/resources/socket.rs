@@ -1,69 +1,108 @@
-//! The socket servers' objects: Deployment, ClusterIP and headless Services, PDB, ConfigMap and
-//! the optional HPA. Flags and probes follow `crates/socket` (`config.rs`, `/readyz`, `/healthz`).
+//! The socket servers' objects: Deployment, ClusterIP and headless Services, PDB and the
+//! optional HPA. The pod spec follows the socket server's interface (`crates/socket`, and the
+//! team contract): `--class <namespace>/<name>`, students' port `ws` (8080: `/ws`, `/healthz`,
+//! `/readyz`), admin port `admin` (9090: `/metrics` and the probes), token key files that are
+//! re-read when the Secret changes.
 
-use k8s_openapi::api::{
-    apps::v1::Deployment,
-    autoscaling::v2::HorizontalPodAutoscaler,
-    core::v1::{ConfigMap, Service},
-    policy::v1::PodDisruptionBudget,
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
+        autoscaling::v2::{
+            CrossVersionObjectReference, HPAScalingPolicy, HPAScalingRules,
+            HorizontalPodAutoscaler, HorizontalPodAutoscalerBehavior, HorizontalPodAutoscalerSpec,
+            MetricSpec, MetricTarget, ResourceMetricSource,
+        },
+        core::v1::{
+            Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
+            Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSecurityContext, PodSpec,
+            PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource,
+            SecurityContext, Service, ServicePort, ServiceSpec, SleepAction,
+            TopologySpreadConstraint, Volume, VolumeMount,
+        },
+        policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
+    },
+    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
-use liveclass_api::{LiveClass, Plan, ValidSpec, plan::RedisShape};
-use serde_json::json;
+use liveclass_api::{LiveClass, Plan, ValidSpec};
 
-use super::{Meta, fnv1a, redis, typed};
-use crate::error::Error;
+use super::{Meta, TokenSource, redis};
 
-/// The port the socket server listens on for WebSockets, probes and metrics.
-pub const SOCKET_PORT: u16 = 8080;
-/// Where the token Secret is mounted.
+/// The students' port: `/ws`, `/healthz`, `/readyz`.
+pub const WS_PORT: u16 = 8080;
+/// The admin port: `/metrics`, `/healthz`, `/readyz`.
+pub const ADMIN_PORT: u16 = 9090;
+/// The annotation the ReplicaSet controller removes the cheapest pods by when scaling down.
+pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+/// Where the current token signing key is mounted (file `key`).
 const TOKEN_DIR: &str = "/var/run/liveclass/token";
+/// Where the previous token signing key is mounted (file `key`, absent when there is none).
+const PREVIOUS_TOKEN_DIR: &str = "/var/run/liveclass/token-previous";
 /// How long a stopping pod waits before SIGTERM, so balancers drop it from their endpoints
 /// before it starts handing students over.
 const PRE_STOP_SECONDS: i64 = 5;
 /// Slack after the drain window before the kubelet kills a stopping pod.
 const GRACE_SLACK_SECONDS: i64 = 10;
+/// Readiness: probed every 2 s, out after 3 failures in a row, so a Redis blip of a few seconds
+/// (during which `/readyz` answers 503) does not take every pod out of the endpoints at once.
+const READINESS_PERIOD_SECONDS: i32 = 2;
+const READINESS_FAILURES: i32 = 3;
 const COMPONENT: &str = "socket";
 
-pub(crate) fn config_map(
-    meta: &Meta,
-    lc: &LiveClass,
-    spec: &ValidSpec,
-    plan: &Plan,
-) -> Result<ConfigMap, Error> {
-    let mut data = serde_json::Map::new();
-    data.insert(
-        "LIVECLASS_LISTEN".into(),
-        format!("0.0.0.0:{SOCKET_PORT}").into(),
-    );
-    data.insert(
-        "LIVECLASS_DRAIN_WINDOW".into(),
-        format!("{}s", spec.socket.drain_window.num_seconds().max(1)).into(),
-    );
-    data.insert(
-        "LIVECLASS_HISTORY".into(),
-        lc.spec.redis.history_length.to_string().into(),
-    );
-    if plan.redis.shape != RedisShape::External {
-        data.insert(
-            "LIVECLASS_REDIS_URL".into(),
-            redis::in_cluster_url(meta).into(),
-        );
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        value_from: None,
     }
-    if lc.spec.socket.token_secret_ref.is_some() {
-        data.insert(
-            "LIVECLASS_TOKEN_SECRET_FILE".into(),
-            format!("{TOKEN_DIR}/token").into(),
-        );
-    }
-    typed(
-        "ConfigMap",
-        json!({
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": meta.metadata(&meta.names.socket, COMPONENT),
-            "data": data,
+}
+
+fn probe(path: &str, port: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String(port.to_owned()),
+            ..HTTPGetAction::default()
         }),
-    )
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(1),
+        ..Probe::default()
+    }
+}
+
+fn selector(meta: &Meta) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(meta.selector(COMPONENT)),
+        match_expressions: None,
+    }
+}
+
+fn secret_volume(name: &str, secret: &str, key: &str, optional: bool) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_owned()),
+            items: Some(vec![KeyToPath {
+                key: key.to_owned(),
+                path: "key".to_owned(),
+                mode: None,
+                user: None,
+            }]),
+            optional: optional.then_some(true),
+            default_mode: None,
+            default_user: None,
+        }),
+        ..Volume::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
 }
 
 pub(crate) fn deployment(
@@ -71,188 +110,268 @@ pub(crate) fn deployment(
     lc: &LiveClass,
     spec: &ValidSpec,
     plan: &Plan,
-    config: &ConfigMap,
-) -> Result<Deployment, Error> {
+    token: &TokenSource,
+) -> Deployment {
     let socket = &lc.spec.socket;
-    let selector = meta.selector(COMPONENT);
-    // Pods roll when their configuration changes.
-    let config_hash = config.data.as_ref().map_or(0, |data| {
-        fnv1a(
-            data.iter()
-                .flat_map(|(k, v)| k.bytes().chain([0]).chain(v.bytes()).chain([0])),
-        )
-    });
-    let mut env = vec![json!({
-        "name": "LIVECLASS_POD_ID",
-        "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } },
-    })];
-    if let Some(external) = &lc.spec.redis.external {
-        env.push(json!({
-            "name": "LIVECLASS_REDIS_URL",
-            "valueFrom": { "secretKeyRef": {
-                "name": external.secret_ref.name, "key": external.secret_ref.key,
-            } },
-        }));
-    }
-    let mut volumes = Vec::new();
-    let mut mounts = Vec::new();
-    if let Some(secret) = &socket.token_secret_ref {
-        volumes.push(json!({
-            "name": "token",
-            "secret": {
-                "secretName": secret.name,
-                "items": [{ "key": secret.key, "path": "token" }],
-            },
-        }));
-        mounts.push(json!({ "name": "token", "mountPath": TOKEN_DIR, "readOnly": true }));
-    }
     let drain = spec.socket.drain_window.num_seconds().max(1);
-    let mut container = json!({
-        "name": "socket",
-        "image": socket.image,
-        "ports": [{ "name": "http", "containerPort": SOCKET_PORT, "protocol": "TCP" }],
-        "envFrom": [{ "configMapRef": { "name": meta.names.socket } }],
-        "env": env,
-        "readinessProbe": {
-            "httpGet": { "path": "/readyz", "port": "http" },
-            "periodSeconds": 2,
-            "failureThreshold": 1,
+    let mut env = vec![
+        env("LIVECLASS_CLASS", meta.class_id.clone()),
+        env("LIVECLASS_LISTEN", format!("0.0.0.0:{WS_PORT}")),
+        env("LIVECLASS_ADMIN_LISTEN", format!("0.0.0.0:{ADMIN_PORT}")),
+        EnvVar {
+            name: "LIVECLASS_POD_ID".to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".to_owned(),
+                    api_version: None,
+                }),
+                ..EnvVarSource::default()
+            }),
         },
-        "livenessProbe": {
-            "httpGet": { "path": "/healthz", "port": "http" },
-            "periodSeconds": 10,
-            "failureThreshold": 3,
-        },
-        "lifecycle": { "preStop": { "sleep": { "seconds": PRE_STOP_SECONDS } } },
-        "securityContext": {
-            "runAsNonRoot": true,
-            "readOnlyRootFilesystem": true,
-            "allowPrivilegeEscalation": false,
-            "capabilities": { "drop": ["ALL"] },
-        },
-    });
-    if !mounts.is_empty() {
-        container["volumeMounts"] = json!(mounts);
-    }
-    if let Some(resources) = &socket.resources {
-        container["resources"] = json!(resources);
-    }
-    let mut spec_json = json!({
-        "selector": { "matchLabels": selector },
-        "strategy": {
-            "type": "RollingUpdate",
-            "rollingUpdate": { "maxUnavailable": 0, "maxSurge": "25%" },
-        },
-        "template": {
-            "metadata": {
-                "labels": meta.labels(COMPONENT),
-                "annotations": { "liveclass.dev/config-hash": format!("{config_hash:016x}") },
-            },
-            "spec": {
-                "terminationGracePeriodSeconds": PRE_STOP_SECONDS + drain + GRACE_SLACK_SECONDS,
-                "topologySpreadConstraints": [{
-                    "maxSkew": 1,
-                    "topologyKey": "kubernetes.io/hostname",
-                    "whenUnsatisfiable": "ScheduleAnyway",
-                    "labelSelector": { "matchLabels": selector },
-                }],
-                "containers": [container],
-            },
-        },
-    });
-    if !volumes.is_empty() {
-        spec_json["template"]["spec"]["volumes"] = json!(volumes);
-    }
-    // With an HPA the replicas are its to set; the plan moves its minReplicas instead.
-    if plan.autoscaling.is_none() {
-        spec_json["replicas"] = json!(plan.socket.replicas);
-    }
-    typed(
-        "Deployment",
-        json!({
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": meta.metadata(&meta.names.socket, COMPONENT),
-            "spec": spec_json,
+        env("LIVECLASS_DRAIN_WINDOW", format!("{drain}s")),
+        env(
+            "LIVECLASS_HISTORY",
+            lc.spec.redis.history_length.to_string(),
+        ),
+        env("LIVECLASS_TOKEN_SECRET_FILE", format!("{TOKEN_DIR}/key")),
+    ];
+    match &lc.spec.redis.external {
+        Some(external) => env.push(EnvVar {
+            name: "LIVECLASS_REDIS_URL".to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: external.secret_ref.name.clone(),
+                    key: external.secret_ref.key.clone(),
+                    optional: None,
+                }),
+                ..EnvVarSource::default()
+            }),
         }),
-    )
+        None => env.push(env_redis(meta)),
+    }
+    let current = token.current();
+    let mut volumes = vec![secret_volume("token", &current.name, &current.key, false)];
+    let mut mounts = vec![mount("token", TOKEN_DIR)];
+    if let Some(previous) = token.previous_key() {
+        env.push(self::env(
+            "LIVECLASS_TOKEN_PREVIOUS_SECRET_FILE",
+            format!("{PREVIOUS_TOKEN_DIR}/key"),
+        ));
+        // Optional: between rotations the Secret has no previous key, and the file is absent.
+        volumes.push(secret_volume(
+            "token-previous",
+            &current.name,
+            previous,
+            true,
+        ));
+        mounts.push(mount("token-previous", PREVIOUS_TOKEN_DIR));
+    }
+    let container = Container {
+        name: "socket".to_owned(),
+        image: Some(socket.image.clone()),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("ws".to_owned()),
+                container_port: i32::from(WS_PORT),
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("admin".to_owned()),
+                container_port: i32::from(ADMIN_PORT),
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+        ]),
+        env: Some(env),
+        // Readiness on the students' port (what the balancer sends them to), liveness on the
+        // admin port.
+        readiness_probe: Some(probe(
+            "/readyz",
+            "ws",
+            READINESS_PERIOD_SECONDS,
+            READINESS_FAILURES,
+        )),
+        liveness_probe: Some(probe("/healthz", "admin", 10, 3)),
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: PRE_STOP_SECONDS,
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
+        resources: socket.resources.clone(),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+    let pod = PodSpec {
+        containers: vec![container],
+        volumes: Some(volumes),
+        termination_grace_period_seconds: Some(PRE_STOP_SECONDS + drain + GRACE_SLACK_SECONDS),
+        // The socket server never calls the Kubernetes API, and a namespace with many classes
+        // would otherwise hand every pod a variable per Service.
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(PodSecurityContext {
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                localhost_profile: None,
+            }),
+            ..PodSecurityContext::default()
+        }),
+        topology_spread_constraints: Some(vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "kubernetes.io/hostname".to_owned(),
+            when_unsatisfiable: "ScheduleAnyway".to_owned(),
+            label_selector: Some(selector(meta)),
+            ..TopologySpreadConstraint::default()
+        }]),
+        ..PodSpec::default()
+    };
+    Deployment {
+        metadata: meta.metadata(&meta.names.socket, COMPONENT),
+        spec: DeploymentSpec {
+            // With an HPA the replicas are its to set; the plan moves its minReplicas instead.
+            replicas: plan
+                .autoscaling
+                .is_none()
+                .then(|| i32::try_from(plan.socket.replicas).unwrap_or(i32::MAX)),
+            selector: selector(meta),
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::String("25%".to_owned())),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                    labels: Some(meta.labels(COMPONENT)),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..DeploymentSpec::default()
+        },
+        status: None,
+    }
 }
 
-/// The ClusterIP Service the balancer connects through.
-pub(crate) fn service(meta: &Meta) -> Result<Service, Error> {
-    typed(
-        "Service",
-        json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": meta.metadata(&meta.names.socket, COMPONENT),
-            "spec": {
-                "type": "ClusterIP",
-                "selector": meta.selector(COMPONENT),
-                "ports": [{ "name": "http", "port": SOCKET_PORT, "targetPort": "http", "protocol": "TCP" }],
-            },
-        }),
-    )
+fn env_redis(meta: &Meta) -> EnvVar {
+    env("LIVECLASS_REDIS_URL", redis::in_cluster_url(meta))
 }
 
-/// The headless Service through which a balancer discovers the Ready socket pods.
-pub(crate) fn headless_service(meta: &Meta) -> Result<Service, Error> {
-    typed(
-        "Service",
-        json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": meta.metadata(&meta.names.headless, COMPONENT),
-            "spec": {
-                "clusterIP": "None",
-                "selector": meta.selector(COMPONENT),
-                "ports": [{ "name": "http", "port": SOCKET_PORT, "targetPort": "http", "protocol": "TCP" }],
-            },
+fn ws_port(name: &str, port: u16) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_owned()),
+        port: i32::from(port),
+        target_port: Some(IntOrString::String(name.to_owned())),
+        protocol: Some("TCP".to_owned()),
+        ..ServicePort::default()
+    }
+}
+
+/// The ClusterIP Service students' connections can go through.
+pub(crate) fn service(meta: &Meta) -> Service {
+    Service {
+        metadata: meta.metadata(&meta.names.socket, COMPONENT),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            selector: Some(meta.selector(COMPONENT)),
+            ports: Some(vec![ws_port("ws", WS_PORT)]),
+            ..ServiceSpec::default()
         }),
-    )
+        status: None,
+    }
+}
+
+/// The headless Service through which a balancer discovers the Ready socket pods (and a
+/// Prometheus their admin port).
+pub(crate) fn headless_service(meta: &Meta) -> Service {
+    Service {
+        metadata: meta.metadata(&meta.names.headless, COMPONENT),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_owned()),
+            selector: Some(meta.selector(COMPONENT)),
+            ports: Some(vec![ws_port("ws", WS_PORT), ws_port("admin", ADMIN_PORT)]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
 }
 
 /// At most one socket pod evicted at a time (node drains), so its students are drained, not
 /// dropped all together.
-pub(crate) fn pdb(meta: &Meta) -> Result<PodDisruptionBudget, Error> {
-    typed(
-        "PodDisruptionBudget",
-        json!({
-            "apiVersion": "policy/v1",
-            "kind": "PodDisruptionBudget",
-            "metadata": meta.metadata(&meta.names.socket, COMPONENT),
-            "spec": {
-                "maxUnavailable": 1,
-                "selector": { "matchLabels": meta.selector(COMPONENT) },
-            },
+pub(crate) fn pdb(meta: &Meta) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta.metadata(&meta.names.socket, COMPONENT),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(selector(meta)),
+            ..PodDisruptionBudgetSpec::default()
         }),
-    )
+        status: None,
+    }
 }
 
-/// The HPA whose `minReplicas` follows the plan, when the spec asks for autoscaling.
-pub(crate) fn hpa(meta: &Meta, plan: &Plan) -> Result<Option<HorizontalPodAutoscaler>, Error> {
-    let Some(hpa) = plan.autoscaling else {
-        return Ok(None);
-    };
-    typed(
-        "HorizontalPodAutoscaler",
-        json!({
-            "apiVersion": "autoscaling/v2",
-            "kind": "HorizontalPodAutoscaler",
-            "metadata": meta.metadata(&meta.names.socket, COMPONENT),
-            "spec": {
-                "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": meta.names.socket },
-                "minReplicas": hpa.min_replicas,
-                "maxReplicas": hpa.max_replicas,
-                "metrics": [{
-                    "type": "Resource",
-                    "resource": {
-                        "name": "cpu",
-                        "target": { "type": "Utilization", "averageUtilization": hpa.target_cpu_utilization },
-                    },
-                }],
+/// The HPA whose `minReplicas` follows the plan, when the spec asks for autoscaling; it never
+/// removes pods faster than the plan's drain would.
+pub(crate) fn hpa(meta: &Meta, plan: &Plan) -> Option<HorizontalPodAutoscaler> {
+    let hpa = plan.autoscaling?;
+    let int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+    Some(HorizontalPodAutoscaler {
+        metadata: meta.metadata(&meta.names.socket, COMPONENT),
+        spec: HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".to_owned()),
+                kind: "Deployment".to_owned(),
+                name: meta.names.socket.clone(),
             },
-        }),
-    )
-    .map(Some)
+            min_replicas: Some(int(hpa.min_replicas)),
+            max_replicas: int(hpa.max_replicas),
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".to_owned(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".to_owned(),
+                    target: MetricTarget {
+                        type_: "Utilization".to_owned(),
+                        average_utilization: Some(int(hpa.target_cpu_utilization)),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]),
+            behavior: Some(HorizontalPodAutoscalerBehavior {
+                scale_down: Some(HPAScalingRules {
+                    policies: Some(vec![HPAScalingPolicy {
+                        type_: "Percent".to_owned(),
+                        value: int(hpa.scale_down_percent),
+                        // The API's limits: a policy period of at most 30 minutes, a
+                        // stabilization window of at most an hour.
+                        period_seconds: int(hpa.scale_down_period_seconds.min(1800)),
+                    }]),
+                    stabilization_window_seconds: Some(int(hpa
+                        .scale_down_period_seconds
+                        .min(3600))),
+                    ..HPAScalingRules::default()
+                }),
+                scale_up: None,
+            }),
+        },
+        status: None,
+    })
 }

@@ -41,14 +41,26 @@ fn at(s: &str) -> DateTime<Utc> {
 fn desired(lc: &LiveClass, now: &str) -> Desired {
     let spec = validate(&lc.spec).unwrap();
     let plan = plan(&spec, at(now), &Observed::default());
-    build(lc, &spec, &plan).unwrap()
+    build(lc, &spec, &plan, &token_source(lc)).unwrap()
+}
+
+fn env<'a>(d: &'a Desired, name: &str) -> &'a k8s_openapi::api::core::v1::EnvVar {
+    let pod = &d.deployment.as_ref().unwrap().spec;
+    let container = &pod.template.spec.as_ref().unwrap().containers[0];
+    container
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("no {name}"))
 }
 
 #[test]
-fn live_class_gets_planned_replicas_probes_and_owner() {
+fn live_class_gets_planned_replicas_probes_ports_and_owner() {
     let lc = class(serde_json::json!({}));
     let d = desired(&lc, "2026-12-01T14:10:00Z");
-    let deployment = d.deployment;
+    let deployment = d.deployment.clone().unwrap();
     assert_eq!(
         deployment.metadata.name.as_deref(),
         Some("physics-101-socket")
@@ -61,56 +73,114 @@ fn live_class_gets_planned_replicas_probes_and_owner() {
     assert_eq!(owner.controller, Some(true));
     let pod = spec.template.spec.unwrap();
     let container = &pod.containers[0];
+    let ports: Vec<_> = container
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone().unwrap(), p.container_port))
+        .collect();
+    assert_eq!(ports, [("ws".to_owned(), 8080), ("admin".to_owned(), 9090)]);
     let readiness = container.readiness_probe.as_ref().unwrap();
     assert_eq!(
         readiness.http_get.as_ref().unwrap().path.as_deref(),
         Some("/readyz")
     );
+    // Out of the endpoints only after 3 failed probes 2 s apart: a Redis blip is ridden out.
+    assert_eq!(
+        (readiness.period_seconds, readiness.failure_threshold),
+        (Some(2), Some(3))
+    );
     // drain 30s + preStop 5s + slack 10s
     assert_eq!(pod.termination_grace_period_seconds, Some(45));
-    let env = container.env.as_ref().unwrap();
-    assert!(env.iter().any(|e| {
-        e.name == "LIVECLASS_POD_ID"
-            && e.value_from
-                .as_ref()
-                .unwrap()
-                .field_ref
-                .as_ref()
-                .unwrap()
-                .field_path
-                == "metadata.name"
-    }));
+    assert_eq!(pod.enable_service_links, Some(false));
     assert_eq!(
-        pod.volumes.unwrap()[0]
-            .secret
+        env(&d, "LIVECLASS_POD_ID")
+            .value_from
             .as_ref()
             .unwrap()
-            .secret_name
-            .as_deref(),
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "metadata.name"
+    );
+    assert_eq!(
+        env(&d, "LIVECLASS_CLASS").value.as_deref(),
+        Some("school/physics-101")
+    );
+    assert_eq!(
+        env(&d, "LIVECLASS_ADMIN_LISTEN").value.as_deref(),
+        Some("0.0.0.0:9090")
+    );
+    assert_eq!(
+        env(&d, "LIVECLASS_REDIS_URL").value.as_deref(),
+        Some("redis://physics-101-redis:6379")
+    );
+    assert_eq!(
+        env(&d, "LIVECLASS_DRAIN_WINDOW").value.as_deref(),
+        Some("30s")
+    );
+    let volumes = pod.volumes.unwrap();
+    assert_eq!(
+        volumes[0].secret.as_ref().unwrap().secret_name.as_deref(),
         Some("tokens")
     );
     assert!(pod.topology_spread_constraints.is_some());
-    let config = d.config_map.data.unwrap();
-    assert_eq!(
-        config["LIVECLASS_REDIS_URL"],
-        "redis://physics-101-redis:6379"
-    );
-    assert_eq!(config["LIVECLASS_DRAIN_WINDOW"], "30s");
-    let (sts, svc) = d.redis.unwrap();
+    let (sts, svc) = d.redis.clone().unwrap();
     assert_eq!(sts.spec.replicas, Some(1));
     assert_eq!(svc.metadata.name.as_deref(), Some("physics-101-redis"));
-    assert_eq!(
-        d.headless_service.spec.unwrap().cluster_ip.as_deref(),
-        Some("None")
-    );
+    let headless = d.headless_service.clone().unwrap().spec.unwrap();
+    assert_eq!(headless.cluster_ip.as_deref(), Some("None"));
     assert!(d.hpa.is_none());
+    assert_eq!(d.owned().len(), 6);
 }
 
 #[test]
-fn between_classes_replicas_are_the_minimum() {
+fn without_a_token_secret_the_generated_one_is_mounted_with_its_previous_key() {
+    let mut lc = class(serde_json::json!({}));
+    lc.spec.socket.token_secret_ref = None;
+    let d = desired(&lc, "2026-12-01T14:10:00Z");
+    let pod = d.deployment.unwrap().spec.template.spec.unwrap();
+    let volumes = pod.volumes.unwrap();
+    let current = volumes[0].secret.as_ref().unwrap();
+    assert_eq!(current.secret_name.as_deref(), Some("physics-101-token"));
+    assert_eq!(current.items.as_ref().unwrap()[0].key, GENERATED_KEY);
+    let previous = volumes[1].secret.as_ref().unwrap();
+    assert_eq!(
+        previous.items.as_ref().unwrap()[0].key,
+        GENERATED_PREVIOUS_KEY
+    );
+    assert_eq!(previous.optional, Some(true), "absent between rotations");
+    let env = pod.containers[0].env.clone().unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e.name == "LIVECLASS_TOKEN_PREVIOUS_SECRET_FILE")
+    );
+    let secret = generated_token_secret(&lc, "physics-101-token", "k".repeat(64)).unwrap();
+    assert_eq!(secret.data.unwrap()[GENERATED_KEY].0.len(), 64);
+    assert_eq!(
+        secret.metadata.owner_references.unwrap()[0].name,
+        "physics-101"
+    );
+}
+
+#[test]
+fn between_classes_replicas_are_idle_and_redis_stops_when_no_pod_runs() {
     let lc = class(serde_json::json!({}));
     let d = desired(&lc, "2026-11-30T10:00:00Z");
-    assert_eq!(d.deployment.spec.replicas, Some(1));
+    assert_eq!(d.deployment.unwrap().spec.replicas, Some(1));
+    let lc = class(serde_json::json!({ "spec": { "socket": { "idleReplicas": 0 } } }));
+    let d = desired(&lc, "2026-11-30T10:00:00Z");
+    assert_eq!(d.deployment.unwrap().spec.replicas, Some(0));
+    assert_eq!(d.redis.unwrap().0.spec.replicas, Some(0));
+}
+
+#[test]
+fn an_ended_class_past_its_ttl_owns_nothing() {
+    let lc = class(serde_json::json!({}));
+    let d = desired(&lc, "2026-12-03T10:00:00Z");
+    assert_eq!(d, Desired::default());
+    assert!(d.owned().is_empty());
 }
 
 #[test]
@@ -120,18 +190,8 @@ fn external_redis_builds_no_redis_and_takes_the_url_from_the_secret() {
     }));
     let d = desired(&lc, "2026-12-01T14:10:00Z");
     assert!(d.redis.is_none());
-    assert!(
-        !d.config_map
-            .data
-            .unwrap()
-            .contains_key("LIVECLASS_REDIS_URL")
-    );
-    let pod = d.deployment.spec.template.spec.unwrap();
-    let env = pod.containers[0].env.as_ref().unwrap();
-    let url = env
-        .iter()
-        .find(|e| e.name == "LIVECLASS_REDIS_URL")
-        .unwrap();
+    let url = env(&d, "LIVECLASS_REDIS_URL");
+    assert_eq!(url.value, None);
     assert_eq!(
         url.value_from
             .as_ref()
@@ -145,18 +205,25 @@ fn external_redis_builds_no_redis_and_takes_the_url_from_the_secret() {
 }
 
 #[test]
-fn with_autoscaling_the_hpa_gets_the_plan_and_the_deployment_no_replicas() {
-    let lc =
-        class(serde_json::json!({ "spec": { "autoscaling": { "targetCpuUtilization": 60 } } }));
+fn with_autoscaling_the_hpa_gets_the_plan_the_drain_pace_and_the_deployment_no_replicas() {
+    let lc = class(serde_json::json!({ "spec": {
+        "autoscaling": { "targetCpuUtilization": 60 },
+        "socket": { "resources": { "requests": { "cpu": "500m" } } },
+    } }));
     let d = desired(&lc, "2026-12-01T14:10:00Z");
-    assert_eq!(d.deployment.spec.replicas, None);
+    assert_eq!(d.deployment.unwrap().spec.replicas, None);
     let hpa = d.hpa.unwrap().spec;
     assert_eq!(hpa.min_replicas, Some(5));
     assert_eq!(hpa.scale_target_ref.name, "physics-101-socket");
+    let policy = &hpa.behavior.unwrap().scale_down.unwrap().policies.unwrap()[0];
+    assert_eq!(
+        (policy.type_.as_str(), policy.value, policy.period_seconds),
+        ("Percent", 25, 60)
+    );
 }
 
 #[test]
-fn a_config_change_rolls_the_pods_and_the_same_input_gives_the_same_objects() {
+fn the_same_input_gives_the_same_objects_and_a_config_change_changes_the_template() {
     let a = desired(&class(serde_json::json!({})), "2026-12-01T14:10:00Z");
     let b = desired(&class(serde_json::json!({})), "2026-12-01T14:10:00Z");
     assert_eq!(a, b);
@@ -164,18 +231,8 @@ fn a_config_change_rolls_the_pods_and_the_same_input_gives_the_same_objects() {
         &class(serde_json::json!({ "spec": { "socket": { "drainWindow": "40s" } } })),
         "2026-12-01T14:10:00Z",
     );
-    let hash = |d: &Desired| {
-        d.deployment
-            .spec
-            .clone()
-            .template
-            .metadata
-            .unwrap()
-            .annotations
-            .unwrap()["liveclass.dev/config-hash"]
-            .clone()
-    };
-    assert_ne!(hash(&a), hash(&c));
+    let template = |d: &Desired| d.deployment.clone().unwrap().spec.template;
+    assert_ne!(template(&a), template(&c));
 }
 
 #[test]
@@ -185,7 +242,7 @@ fn an_object_without_uid_cannot_be_owned() {
     let spec = validate(&lc.spec).unwrap();
     let plan = plan(&spec, at("2026-12-01T14:10:00Z"), &Observed::default());
     assert!(matches!(
-        build(&lc, &spec, &plan),
+        build(&lc, &spec, &plan, &token_source(&lc)),
         Err(Error::MissingField(_))
     ));
 }

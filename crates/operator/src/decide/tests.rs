@@ -1,0 +1,336 @@
+//! The decide step without a cluster: a LiveClass, a hand-made [`World`] and an instant in,
+//! everything the reconcile would do out.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use liveclass_api::{LiveClass, condition, time::to_k8s};
+
+use super::*;
+use crate::{
+    attendance::{AttendanceError, AttendanceView, Reading},
+    observe::{DeploymentView, Existing, PodView, RedisView, World},
+    resources::Kind,
+};
+
+fn utc(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// Starts 14:00Z for 90 minutes; 100 per pod at headroom 1: 400 students = 4 pods. Scale-up
+/// 13:48, Ready by 13:50, drain from 15:45, a step of 25% a minute.
+fn class(extra: serde_json::Value) -> LiveClass {
+    let mut value = serde_json::json!({
+        "apiVersion": "liveclass.dev/v1alpha1",
+        "kind": "LiveClass",
+        "metadata": { "name": "physics-101", "namespace": "school", "uid": "u-1", "generation": 1 },
+        "spec": {
+            "schedule": { "start": "2026-12-01T14:00:00Z", "duration": "90m" },
+            "expectedAttendance": 400,
+            "socket": {
+                "image": "liveclass-socket:test",
+                "connectionsPerPod": 100,
+                "headroom": 1.0,
+                "maxReplicas": 20,
+            },
+        },
+    });
+    merge(&mut value, extra);
+    serde_json::from_value(value).unwrap()
+}
+
+fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+    match (into, from) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+fn running(replicas: u32) -> World {
+    World {
+        deployment: Some(DeploymentView {
+            replicas: Some(replicas),
+            ready: replicas,
+            up_to_date: true,
+            replicas_ours: true,
+        }),
+        redis: Some(RedisView {
+            replicas: 1,
+            ready: 1,
+        }),
+        ..World::default()
+    }
+}
+
+fn reading(connected: u64, per_pod: &[(&str, u64)]) -> AttendanceView {
+    AttendanceView {
+        last: Some(Reading {
+            connected,
+            per_pod: per_pod
+                .iter()
+                .map(|(p, n)| ((*p).to_owned(), *n))
+                .collect::<BTreeMap<_, _>>(),
+        }),
+        error: None,
+    }
+}
+
+/// Decides, then decides again with the status written back: what a second reconcile of an
+/// unchanged world would do.
+fn settle(lc: &mut LiveClass, world: &World, now: DateTime<Utc>) -> Decision {
+    let first = decide(lc, world, now).unwrap();
+    lc.status = Some(first.status.clone());
+    first
+}
+
+fn cond<'a>(
+    d: &'a Decision,
+    type_: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    find(&d.status.conditions, type_).unwrap()
+}
+
+fn reasons(d: &Decision) -> Vec<&str> {
+    d.events.iter().map(|e| e.reason.as_str()).collect()
+}
+
+#[test]
+fn a_new_class_gets_its_objects_a_status_and_one_event_and_then_nothing_changes() {
+    let mut lc = class(serde_json::json!({}));
+    let now = utc("2026-11-30T10:00:00Z");
+    let d = settle(&mut lc, &World::default(), now);
+    let desired = d.desired.clone().unwrap();
+    assert_eq!(desired.owned().len(), 6);
+    assert_eq!(d.generate_token.as_deref(), Some("physics-101-token"));
+    assert_eq!(
+        d.status.token_secret_ref.as_ref().map(|r| r.key.as_str()),
+        Some("hs256-key")
+    );
+    assert_eq!(d.status.phase, Some(Phase::Scheduled));
+    assert_eq!(reasons(&d), ["Scheduled"]);
+    let plan = d.status.plan.clone().unwrap();
+    assert_eq!(plan.scale_up_time, to_k8s(utc("2026-12-01T13:48:00Z")));
+    assert_eq!(plan.class_replicas, Some(4));
+    assert_eq!(d.next_transition, Some(utc("2026-12-01T13:48:00Z")));
+    assert!(!d.watch_attendance);
+
+    // The objects exist and are Ready: a second look changes nothing and says nothing.
+    let world = running(1);
+    let again = settle(&mut lc, &world, now);
+    let third = decide(&lc, &world, now + TimeDelta::seconds(30)).unwrap();
+    assert_eq!(third.status, again.status);
+    assert!(third.events.is_empty(), "{:?}", third.events);
+    assert_eq!(cond(&third, condition::READY).status, "True");
+}
+
+#[test]
+fn a_failed_reading_mid_class_keeps_the_capacity_the_floor_raised() {
+    let mut lc = class(serde_json::json!({}));
+    // Live, 730 students connected: the floor raises 4 to 8.
+    let mut world = running(4);
+    world.attendance = reading(730, &[]);
+    let d = settle(&mut lc, &world, utc("2026-12-01T14:20:00Z"));
+    assert_eq!(d.status.planned_replicas, Some(8));
+    assert_eq!(d.status.peak_connected_students, Some(730));
+    // Created mid-class with 4 of the 8 pods it needs: late, and it says so.
+    assert_eq!(reasons(&d), ["Live", LATE]);
+
+    // Redis goes away: the reading fails (this operator restarted meanwhile, too: no last
+    // reading in memory, only what status says). Still 8, and it says why it cannot see.
+    let mut world = running(8);
+    world.attendance = AttendanceView {
+        last: None,
+        error: Some(AttendanceError::Timeout(std::time::Duration::from_millis(
+            500,
+        ))),
+    };
+    let d = settle(&mut lc, &world, utc("2026-12-01T14:20:10Z"));
+    assert_eq!(d.status.planned_replicas, Some(8));
+    let deployment = d.desired.clone().unwrap().deployment.unwrap();
+    assert_eq!(deployment.spec.replicas, Some(8));
+    let seen = cond(&d, condition::ATTENDANCE_OBSERVED);
+    assert_eq!(
+        (seen.status.as_str(), seen.reason.as_str()),
+        ("False", "RedisTimeout")
+    );
+    assert_eq!(reasons(&d), ["AttendanceUnavailable"]);
+    // Students leave: the peak still holds the capacity until the drain.
+    world.attendance = reading(10, &[]);
+    let d = settle(&mut lc, &world, utc("2026-12-01T15:40:00Z"));
+    assert_eq!(d.status.planned_replicas, Some(8));
+}
+
+#[test]
+fn a_drain_step_first_ranks_the_pods_by_their_connections() {
+    let mut lc = class(serde_json::json!({}));
+    let mut world = running(4);
+    world.pods = ["a", "b", "c", "d"]
+        .iter()
+        .map(|name| PodView {
+            name: format!("physics-101-socket-x-{name}"),
+            deletion_cost: None,
+            terminating: false,
+        })
+        .collect();
+    world.pods[3].deletion_cost = Some(3);
+    world.attendance = reading(
+        6,
+        &[
+            ("physics-101-socket-x-a", 0),
+            ("physics-101-socket-x-b", 5),
+            ("physics-101-socket-x-d", 3),
+        ],
+    );
+    let d = decide(&lc, &world, utc("2026-12-01T15:45:00Z")).unwrap();
+    assert_eq!(d.status.planned_replicas, Some(3));
+    assert_eq!(
+        d.deletion_costs,
+        [
+            ("physics-101-socket-x-a".to_owned(), 0),
+            ("physics-101-socket-x-b".to_owned(), 5),
+            // Not reporting: no connection there.
+            ("physics-101-socket-x-c".to_owned(), 0),
+        ]
+    );
+    // No scale-down, no ranking.
+    lc.status = None;
+    let d = decide(&lc, &running(4), utc("2026-12-01T14:20:00Z")).unwrap();
+    assert!(d.deletion_costs.is_empty());
+}
+
+#[test]
+fn enabling_autoscaling_creates_the_hpa_and_hands_the_replicas_over() {
+    let lc = class(serde_json::json!({ "spec": {
+        "autoscaling": { "targetCpuUtilization": 60 },
+        "socket": { "resources": { "requests": { "cpu": "500m" } } },
+    } }));
+    let d = decide(&lc, &running(6), utc("2026-12-01T14:20:00Z")).unwrap();
+    let desired = d.desired.unwrap();
+    assert!(desired.hpa.is_some());
+    assert_eq!(desired.deployment.unwrap().spec.replicas, None);
+    assert_eq!(d.handover_replicas, Some(6));
+    // Once the HPA owns them, nothing to hand over.
+    let mut world = running(6);
+    world.deployment = world.deployment.map(|d| DeploymentView {
+        replicas_ours: false,
+        ..d
+    });
+    world.hpa_min_replicas = Some(4);
+    let d = decide(&lc, &world, utc("2026-12-01T14:21:00Z")).unwrap();
+    assert_eq!(d.handover_replicas, None);
+}
+
+#[test]
+fn objects_the_plan_no_longer_asks_for_are_orphans() {
+    let lc = class(serde_json::json!({ "spec": { "redis": {
+        "mode": "External", "external": { "secretRef": { "name": "r", "key": "url" } },
+    } } }));
+    let mut world = running(4);
+    for (kind, name) in [
+        (Kind::HorizontalPodAutoscaler, "physics-101-socket"),
+        (Kind::StatefulSet, "physics-101-redis"),
+        (Kind::Deployment, "physics-101-socket"),
+    ] {
+        world.existing.push(Existing {
+            owned: Owned {
+                kind,
+                name: name.to_owned(),
+            },
+            uid: "x".into(),
+            version: 1,
+        });
+    }
+    let d = decide(&lc, &world, utc("2026-12-01T14:20:00Z")).unwrap();
+    let orphans: Vec<_> = d.orphans.iter().map(|o| o.kind).collect();
+    assert_eq!(orphans, [Kind::HorizontalPodAutoscaler, Kind::StatefulSet]);
+    // Released (drained to idle, the TTL past): everything goes.
+    let lc = class(serde_json::json!({}));
+    world.deployment = running(1).deployment;
+    let d = decide(&lc, &world, utc("2026-12-03T00:00:00Z")).unwrap();
+    assert_eq!(d.orphans.len(), 3);
+    assert_eq!(d.generate_token, None);
+    assert_eq!(cond(&d, condition::READY).reason, "Released");
+}
+
+#[test]
+fn a_capped_class_says_so_once() {
+    let mut lc = class(serde_json::json!({ "spec": { "socket": { "maxReplicas": 3 } } }));
+    let d = settle(&mut lc, &running(3), utc("2026-12-01T14:20:00Z"));
+    assert_eq!(d.status.needed_replicas, Some(4));
+    assert_eq!(d.status.planned_replicas, Some(3));
+    let capped = cond(&d, condition::CAPACITY_CAPPED);
+    assert_eq!(capped.status, "True");
+    assert!(
+        capped.message.contains("maxReplicas is 3"),
+        "{}",
+        capped.message
+    );
+    assert!(reasons(&d).contains(&"CapacityCapped"));
+    let d = decide(&lc, &running(3), utc("2026-12-01T14:21:00Z")).unwrap();
+    assert!(!reasons(&d).contains(&"CapacityCapped"));
+}
+
+#[test]
+fn capacity_not_ready_by_start_minus_warmup_is_late_and_the_lead_is_recorded() {
+    let mut lc = class(serde_json::json!({}));
+    let mut world = running(1);
+    settle(&mut lc, &world, utc("2026-12-01T13:48:00Z"));
+    // 13:50 is the Ready-by instant; two of four pods are Ready.
+    world.deployment = Some(DeploymentView {
+        replicas: Some(4),
+        ready: 2,
+        up_to_date: true,
+        replicas_ours: true,
+    });
+    let d = settle(&mut lc, &world, utc("2026-12-01T13:50:00Z"));
+    assert_eq!(cond(&d, condition::CAPACITY_READY).reason, LATE);
+    assert!(d.late);
+    assert_eq!(reasons(&d), [LATE]);
+    let d = settle(&mut lc, &world, utc("2026-12-01T13:51:00Z"));
+    assert!(!d.late && d.events.is_empty(), "{:?}", d.events);
+    // Ready at 13:52: 8 minutes ahead of the start.
+    let d = settle(&mut lc, &running(4), utc("2026-12-01T13:52:00Z"));
+    assert_eq!(d.status.ready_lead_seconds, Some(480));
+    assert_eq!(d.capacity_lead, Some(480));
+    let d = settle(&mut lc, &running(4), utc("2026-12-01T13:53:00Z"));
+    assert_eq!(d.capacity_lead, None, "recorded once");
+    assert_eq!(d.status.ready_lead_seconds, Some(480));
+}
+
+#[test]
+fn a_refused_class_touches_nothing_and_warns_once() {
+    let mut lc = class(serde_json::json!({ "metadata": { "name": "101-physics" } }));
+    let d = settle(&mut lc, &running(4), utc("2026-12-01T14:20:00Z"));
+    assert_eq!(d.desired, None);
+    assert!(d.orphans.is_empty());
+    assert_eq!(d.outcome, "invalid");
+    assert_eq!(reasons(&d), ["InvalidName"]);
+    let again = decide(&lc, &running(4), utc("2026-12-01T14:21:00Z")).unwrap();
+    assert!(again.events.is_empty());
+    assert_eq!(again.status, d.status);
+}
+
+#[test]
+fn a_transition_that_passed_during_the_reconcile_is_requeued_at_once() {
+    let interval = std::time::Duration::from_secs(10);
+    let max = std::time::Duration::from_secs(300);
+    let t = utc("2026-12-01T14:00:00Z");
+    let late = requeue_after(Some(t), false, t + TimeDelta::seconds(2), interval, max);
+    assert_eq!(late, TRANSITION_MARGIN);
+    let ahead = requeue_after(Some(t), false, t - TimeDelta::seconds(60), interval, max);
+    assert_eq!(
+        ahead,
+        std::time::Duration::from_secs(60) + TRANSITION_MARGIN
+    );
+    let watching = requeue_after(Some(t), true, t - TimeDelta::seconds(60), interval, max);
+    assert_eq!(watching, interval);
+    assert_eq!(requeue_after(None, false, t, interval, max), max);
+}

@@ -1,0 +1,261 @@
+//! What a reconcile sees of a class: its owned objects and socket pods, read from the watch
+//! caches (reflector stores) rather than the API server, and its attendance as last read.
+//!
+//! The result, [`World`], is plain data: [`crate::decide`] takes it and never looks further.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    autoscaling::v2::HorizontalPodAutoscaler,
+    core::v1::{Pod, Service},
+    policy::v1::PodDisruptionBudget,
+};
+use kube::{
+    Resource, ResourceExt,
+    runtime::reflector::{ObjectRef, Store},
+};
+use liveclass_api::LiveClass;
+
+use crate::{
+    MANAGER,
+    attendance::AttendanceView,
+    resources::{CLASS_LABEL, Kind, Names, Owned, POD_DELETION_COST},
+};
+
+/// The watch caches of everything a class can own, and of the socket pods.
+#[derive(Clone)]
+pub struct Stores {
+    pub deployments: Store<Deployment>,
+    pub services: Store<Service>,
+    pub pdbs: Store<PodDisruptionBudget>,
+    pub statefulsets: Store<StatefulSet>,
+    pub hpas: Store<HorizontalPodAutoscaler>,
+    pub pods: Store<Pod>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores")
+            .field("deployments", &self.deployments.len())
+            .field("pods", &self.pods.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stores {
+    /// Resolves once every cache holds its first complete list, so a reconcile never mistakes
+    /// "not listed yet" for "absent".
+    pub async fn ready(&self) {
+        let _ = futures_util::future::join(
+            futures_util::future::join3(
+                self.deployments.wait_until_ready(),
+                self.services.wait_until_ready(),
+                self.pdbs.wait_until_ready(),
+            ),
+            futures_util::future::join3(
+                self.statefulsets.wait_until_ready(),
+                self.hpas.wait_until_ready(),
+                self.pods.wait_until_ready(),
+            ),
+        )
+        .await;
+    }
+}
+
+/// The socket Deployment as the decide step needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeploymentView {
+    /// `spec.replicas`.
+    pub replicas: Option<u32>,
+    /// `status.readyReplicas`.
+    pub ready: u32,
+    /// The Deployment controller has seen the latest spec (`observedGeneration`).
+    pub up_to_date: bool,
+    /// The operator's server-side apply owns `spec.replicas` (it set them last).
+    pub replicas_ours: bool,
+}
+
+/// The Redis StatefulSet as the decide step needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RedisView {
+    pub replicas: u32,
+    pub ready: u32,
+}
+
+/// One socket pod of the class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodView {
+    pub name: String,
+    /// Its `controller.kubernetes.io/pod-deletion-cost`, if set.
+    pub deletion_cost: Option<i32>,
+    /// Being deleted already.
+    pub terminating: bool,
+}
+
+/// An owned object that exists, with what tells its versions apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Existing {
+    pub owned: Owned,
+    pub uid: String,
+    /// `metadata.generation` where the kind keeps one (it moves on spec changes only), else
+    /// `metadata.resourceVersion` as a number.
+    pub version: u64,
+}
+
+/// Everything a reconcile sees of one class.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct World {
+    pub deployment: Option<DeploymentView>,
+    /// The HPA's `minReplicas`, when it exists.
+    pub hpa_min_replicas: Option<u32>,
+    pub redis: Option<RedisView>,
+    /// The owned objects that exist and are this class's (owner uid, label).
+    pub existing: Vec<Existing>,
+    pub pods: Vec<PodView>,
+    pub attendance: AttendanceView,
+}
+
+impl World {
+    pub fn exists(&self, owned: &Owned) -> bool {
+        self.existing.iter().any(|e| &e.owned == owned)
+    }
+}
+
+/// The version of an object: see [`Existing::version`].
+pub fn version(meta: &kube::api::ObjectMeta) -> u64 {
+    match meta.generation {
+        Some(g) if g > 0 => u64::try_from(g).unwrap_or(0),
+        _ => meta
+            .resource_version
+            .as_deref()
+            .and_then(|rv| rv.parse().ok())
+            .unwrap_or(0),
+    }
+}
+
+fn ours<K: Resource>(obj: &K, uid: &str) -> bool {
+    let meta = obj.meta();
+    let owned = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == uid && o.controller == Some(true));
+    let labelled = meta.labels.as_ref().is_some_and(|l| {
+        l.get("app.kubernetes.io/managed-by").map(String::as_str) == Some(MANAGER)
+    });
+    owned && labelled
+}
+
+fn get<K>(store: &Store<K>, name: &str, namespace: &str) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.get(&ObjectRef::new(name).within(namespace))
+}
+
+/// Whether the operator's own apply (not a subresource) owns `spec.replicas`.
+fn replicas_ours(d: &Deployment) -> bool {
+    d.metadata.managed_fields.iter().flatten().any(|m| {
+        m.manager.as_deref() == Some(MANAGER)
+            && m.operation.as_deref() == Some("Apply")
+            && m.subresource.is_none()
+            && m.fields_v1
+                .as_ref()
+                .and_then(|f| f.0.get("f:spec"))
+                .and_then(|s| s.get("f:replicas"))
+                .is_some()
+    })
+}
+
+fn int(n: Option<i32>) -> Option<u32> {
+    n.and_then(|n| u32::try_from(n).ok())
+}
+
+/// What the stores say about `lc`'s objects, with the attendance view given.
+pub fn world(stores: &Stores, lc: &LiveClass, attendance: AttendanceView) -> World {
+    let Some(namespace) = lc.namespace() else {
+        return World::default();
+    };
+    let name = lc.name_any();
+    let uid = lc.uid().unwrap_or_default();
+    let names = Names::of(&name);
+    let mut existing = Vec::new();
+    let mut note = |owned: Owned, meta: &kube::api::ObjectMeta| {
+        existing.push(Existing {
+            owned,
+            uid: meta.uid.clone().unwrap_or_default(),
+            version: version(meta),
+        });
+    };
+    let mut deployment = None;
+    let mut hpa_min_replicas = None;
+    let mut redis = None;
+    for owned in names.all_owned() {
+        let found = match owned.kind {
+            Kind::Deployment => get(&stores.deployments, &owned.name, &namespace)
+                .filter(|d| ours(d.as_ref(), &uid))
+                .map(|d| {
+                    deployment = Some(DeploymentView {
+                        replicas: int(d.spec.replicas),
+                        ready: int(d.status.as_ref().and_then(|s| s.ready_replicas)).unwrap_or(0),
+                        up_to_date: d.status.as_ref().and_then(|s| s.observed_generation)
+                            >= d.metadata.generation,
+                        replicas_ours: replicas_ours(&d),
+                    });
+                    d.metadata.clone()
+                }),
+            Kind::Service => get(&stores.services, &owned.name, &namespace)
+                .filter(|s| ours(s.as_ref(), &uid))
+                .map(|s| s.metadata.clone()),
+            Kind::PodDisruptionBudget => get(&stores.pdbs, &owned.name, &namespace)
+                .filter(|p| ours(p.as_ref(), &uid))
+                .map(|p| p.metadata.clone()),
+            Kind::StatefulSet => get(&stores.statefulsets, &owned.name, &namespace)
+                .filter(|s| ours(s.as_ref(), &uid))
+                .map(|s| {
+                    redis = Some(RedisView {
+                        replicas: int(s.spec.replicas).unwrap_or(1),
+                        ready: int(s.status.as_ref().and_then(|s| s.ready_replicas)).unwrap_or(0),
+                    });
+                    s.metadata.clone()
+                }),
+            Kind::HorizontalPodAutoscaler => get(&stores.hpas, &owned.name, &namespace)
+                .filter(|h| ours(h.as_ref(), &uid))
+                .map(|h| {
+                    hpa_min_replicas = int(h.spec.min_replicas);
+                    h.metadata.clone()
+                }),
+        };
+        if let Some(meta) = found {
+            note(owned, &meta);
+        }
+    }
+    let pods = stores
+        .pods
+        .state()
+        .iter()
+        .filter(|p| {
+            p.metadata.namespace.as_deref() == Some(namespace.as_str())
+                && p.labels().get(CLASS_LABEL) == Some(&name)
+                && p.labels().get("app.kubernetes.io/name").map(String::as_str)
+                    == Some("liveclass-socket")
+        })
+        .map(|p| PodView {
+            name: p.name_any(),
+            deletion_cost: p
+                .annotations()
+                .get(POD_DELETION_COST)
+                .and_then(|c| c.parse().ok()),
+            terminating: p.metadata.deletion_timestamp.is_some(),
+        })
+        .collect();
+    World {
+        deployment,
+        hpa_min_replicas,
+        redis,
+        existing,
+        pods,
+        attendance,
+    }
+}
