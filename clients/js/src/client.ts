@@ -477,7 +477,11 @@ export class LiveClassClient extends Emitter<ClientEvents> {
       this.#onClose(event.code, event.reason);
     };
     ws.onerror = () => {
-      // A close event follows; it carries what there is to know.
+      // A close event should follow and carry the code; Node 20's WebSocket (undici) fires
+      // only `error` when the handshake fails. Whichever comes first ends this attempt.
+      this.#clock.setTimeout(() => {
+        if (attempt === this.#attempt && this.#ws === ws) this.#abandon(1006, "error");
+      }, 50);
     };
     this.#helloTimer = this.#clock.setTimeout(() => {
       if (attempt !== this.#attempt) return;

@@ -36,9 +36,9 @@ function setup(options = {}) {
   });
   const events = [];
   for (const name of ["state", "connected", "disconnected", "closed", "comment", "reactions", "dm", "presence", "gap", "error"]) {
-    client.on(name, (event) => events.push({ name, ...event }));
+    client.on(name, (event) => events.push({ type: name, ...event }));
   }
-  const of = (name) => events.filter((e) => e.name === name);
+  const of = (name) => events.filter((e) => e.type === name);
   const last = () => sockets[sockets.length - 1];
   return { clock, client, sockets, tokens, events, of, last };
 }
@@ -94,6 +94,24 @@ test("connects with the token; refused handshakes back off with growing jittered
   assert.deepEqual(delays, [250, 999, 1998, 3996, 7992, 15984]);
   // Refused twice in a row with the same token: a new one is fetched.
   assert.ok(ctx.tokens.length >= 2, `tokens fetched: ${ctx.tokens.length}`);
+});
+
+test("an error without a close event (undici) still ends the attempt", async () => {
+  const ctx = setup();
+  ctx.client.connect();
+  await flush();
+  ctx.last().failWithoutClose();
+  await ctx.clock.advance(49);
+  assert.equal(ctx.of("disconnected").length, 0);
+  await ctx.clock.advance(1);
+  assert.equal(ctx.of("disconnected")[0].reason, "error");
+  await ctx.clock.advance(ctx.of("disconnected")[0].delayMs);
+  assert.equal(ctx.sockets.length, 2);
+  // With the close event right behind the error (browsers), the close's code wins.
+  ctx.last().failWithoutClose();
+  ctx.last().serverClose(1006, "");
+  await ctx.clock.advance(100);
+  assert.deepEqual(ctx.of("disconnected").map((d) => d.reason), ["error", ""]);
 });
 
 test("hello connects; a stable connection resets the backoff", async () => {

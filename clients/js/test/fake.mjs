@@ -104,6 +104,11 @@ export function fakeWebSocketClass() {
       });
     }
 
+    /** A failed handshake as Node 20's undici reports it: `error`, and no `close` ever. */
+    failWithoutClose() {
+      this.onerror?.({ type: "error" });
+    }
+
     serverClose(code, reason = "") {
       this.readyState = 3;
       this.onclose?.({ code, reason });

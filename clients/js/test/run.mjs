@@ -4,6 +4,9 @@
 // Node 22+ has a global WebSocket; Node 20.10+ gets it with --experimental-websocket (the
 // same undici implementation). The socket server binary is LIVECLASS_SOCKET_BIN, or built here
 // with `cargo build -p liveclass-socket` (a no-op when it is up to date) into CARGO_TARGET_DIR.
+// The class page test runs in headless Chromium (LIVECLASS_CHROMIUM, or `chromium` on PATH),
+// behind Caddy (LIVECLASS_CADDY, or the one scripts/caddy-binary has cached); without Caddy the
+// page is served by a node:http static server; without Chromium that test is skipped, loudly.
 // LIVECLASS_JS_UNIT_ONLY=1 runs the unit tests only.
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -29,6 +32,21 @@ if (process.env.LIVECLASS_JS_UNIT_ONLY !== "1") {
     process.exit(1);
   }
   files.push(path.join(here, "integration.test.mjs"));
+
+  const chromium = env.LIVECLASS_CHROMIUM ?? "chromium";
+  if (spawnSync(chromium, ["--version"], { stdio: "ignore" }).status === 0) {
+    env.LIVECLASS_CHROMIUM = chromium;
+    if (!env.LIVECLASS_CADDY) {
+      const caddy = spawnSync(path.join(repo, "scripts/caddy-binary"), ["--print-path", "--no-build"], {
+        encoding: "utf8",
+        stdio: ["ignore", "pipe", "ignore"],
+      });
+      if (caddy.status === 0 && caddy.stdout.trim()) env.LIVECLASS_CADDY = caddy.stdout.trim();
+    }
+    files.push(path.join(here, "browser.test.mjs"));
+  } else {
+    console.error(`SKIPPED the class page test: no Chromium (${chromium}); install Debian's chromium package`);
+  }
 }
 
 const run = spawnSync(
