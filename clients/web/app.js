@@ -176,7 +176,7 @@ function start(getToken) {
   });
 
   for (const emoji of REACTIONS) {
-    const button = el("button", { type: "button", class: "react", textContent: emoji, title: `react ${emoji}` });
+    const button = el("button", { type: "button", class: "react", textContent: emoji, title: `react ${emoji}`, ariaLabel: `react ${emoji}` });
     button.addEventListener("click", () => client.react(emoji));
     $("react-buttons").append(button);
   }
