@@ -75,7 +75,7 @@ http://127.0.0.1:${port} {
     });
     await until("caddy to serve the page", async () => (await fetch(`${origin}/class/web/`)).status === 200, { timeoutMs: 15_000 });
     origin += "/class";
-    test.diagnostic?.("serving through Caddy");
+    console.error(`the page is served by Caddy (${process.env.LIVECLASS_CADDY}); /ws goes through its reverse_proxy`);
   } else {
     staticServer = await serveStatic(port);
     origin += "/class";
