@@ -1,7 +1,7 @@
 // The class page: one LiveClassClient, rendered. Student and teacher see the same stream; a
 // teacher also gets the direct-message panel. Everything hard (reconnects, resume, duplicates,
 // tokens) is the client's; this file only draws.
-import { LiveClassClient } from "@liveclass/client";
+import { LiveClassClient, TokenRefusedError } from "@liveclass/client";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -25,7 +25,13 @@ function tokenSource() {
     };
   }
   const token = params.get("token");
-  return token ? () => token : undefined;
+  if (!token) return undefined;
+  // A fixed token cannot be renewed: once it has expired, stop instead of retrying forever.
+  return () => {
+    const exp = claimsOf(token).exp;
+    if (typeof exp === "number" && exp * 1000 <= Date.now()) throw new TokenRefusedError("the token in the link has expired");
+    return token;
+  };
 }
 
 function claimsOf(token) {
@@ -108,7 +114,7 @@ function start(getToken) {
     const why = {
       4002: "This class is open in another tab or device; this one was closed. Reload to take the seat back.",
       4004: "You were removed from this class.",
-      4003: "Your session could not be renewed. Reload the page.",
+      4003: "Your session has expired and could not be renewed. Open the class again from the school's page.",
     };
     if (code !== 1000) banner(why[code] ?? `Disconnected (${code}).`, "error");
   });
