@@ -6,13 +6,13 @@
 use std::{
     collections::BTreeSet,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicI32, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use k8s_openapi::api::{
     apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, core::v1::ResourceQuota,
 };
@@ -24,10 +24,12 @@ use serde_json::json;
 use crate::common::*;
 
 /// Samples the Deployment every 50 ms in the background and keeps the least `spec.replicas`
-/// and Ready replicas seen.
+/// and Ready replicas seen, and when `spec.replicas` was first seen to differ from the first
+/// sample.
 struct Sampler {
     least_replicas: Arc<AtomicI32>,
     least_ready: Arc<AtomicI32>,
+    first_change: Arc<Mutex<Option<DateTime<Utc>>>>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<usize>,
 }
@@ -38,16 +40,34 @@ impl Sampler {
         let name = name.to_owned();
         let least_replicas = Arc::new(AtomicI32::new(i32::MAX));
         let least_ready = Arc::new(AtomicI32::new(i32::MAX));
+        let first_change = Arc::new(Mutex::new(None));
         let stop = Arc::new(AtomicBool::new(false));
-        let (r, q, s) = (least_replicas.clone(), least_ready.clone(), stop.clone());
+        let (r, q, c, s) = (
+            least_replicas.clone(),
+            least_ready.clone(),
+            first_change.clone(),
+            stop.clone(),
+        );
         let task = tokio::spawn(async move {
             let mut samples = 0;
+            let mut first = None;
             // Bounded: a sampler nobody stops ends after ten minutes.
             let deadline = Instant::now() + Duration::from_secs(600);
             while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
                 if let Ok(d) = api.get(&name).await {
-                    r.fetch_min(replicas(&d).unwrap_or(0), Ordering::Relaxed);
+                    // Taken when the answer is in: the change happened at or before it.
+                    let seen = Utc::now();
+                    let n = replicas(&d).unwrap_or(0);
+                    r.fetch_min(n, Ordering::Relaxed);
                     q.fetch_min(ready(&d), Ordering::Relaxed);
+                    match first {
+                        None => first = Some(n),
+                        Some(f) if f != n => {
+                            let mut c = c.lock().unwrap();
+                            c.get_or_insert(seen);
+                        }
+                        Some(_) => {}
+                    }
                     samples += 1;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -57,9 +77,15 @@ impl Sampler {
         Self {
             least_replicas,
             least_ready,
+            first_change,
             stop,
             task,
         }
+    }
+
+    /// When `spec.replicas` was first seen changed, if it has been: it changed at or before.
+    fn first_change(&self) -> Option<DateTime<Utc>> {
+        *self.first_change.lock().unwrap()
     }
 
     /// Stops; (least replicas, least Ready, samples).
@@ -160,41 +186,67 @@ async fn redis_unreachable_mid_class_keeps_the_capacity_the_floor_raised() {
 /// 300 students are still connected when the class's cool-down is over: the drain goes no
 /// lower than the 3 pods they need, removing the pods with the fewest connections first; once
 /// they leave, it drains the rest in steps.
+///
+/// The class is live (600 expected: 6 pods) for as long as its pods take to come up and the
+/// students to arrive on this machine; only then is it cut short, to end within two seconds
+/// and then cool down for 5, so the drain begins at an instant the test knows ahead and every
+/// precondition holds before it, however slow the machine. Instants are whole seconds, as the
+/// schedule keeps them: the start as created is truncated to the second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overrunning_class_keeps_what_its_students_need_then_drains_the_emptiest_first() {
     let cluster = cluster().await;
     let ns = cluster.namespace("lc-overrun").await.unwrap();
     let redis = RedisServer::start().unwrap();
     let operator = start_operator_with(&ns, &redis).await;
-    // Ends in 10 s, cool-down 5 s: the drain may begin 15 s from now. 600 expected: 6 pods.
-    let start = Utc::now() - TimeDelta::seconds(10);
-    let drain_from = start + TimeDelta::seconds(25);
-    let lc = live_class(
-        "late",
-        start,
-        json!({ "expectedAttendance": 600, "schedule": { "duration": "20s" } }),
-    );
+    let start = (Utc::now() - TimeDelta::seconds(10)).trunc_subsecs(0);
+    let lc = live_class("late", start, json!({ "expectedAttendance": 600 }));
     create(&ns, &lc).await;
     deployment_where(
         &ns,
         "late-socket",
         "6 Ready",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         |d| replicas(d) == Some(6) && ready(d) == 6,
     )
     .await;
     let id = class_id(&ns, "late");
-    connect_students(&redis, &id, 300);
     let pods = socket_pods(&ns, "late").await;
     assert_eq!(pods.len(), 6);
     let counts = [5, 90, 10, 80, 0, 115];
     let per_pod: Vec<(String, u64)> = pods.iter().cloned().zip(counts).collect();
     report_pods(&redis, &id, &per_pod);
+    connect_students(&redis, &id, 300);
     let mut busiest: Vec<_> = per_pod.clone();
     busiest.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     let busiest: BTreeSet<String> = busiest.iter().take(3).map(|(p, _)| p.clone()).collect();
+    status_where(
+        &ns,
+        "late",
+        "the operator to see 300 students",
+        Duration::from_secs(15),
+        |lc| lc.status.as_ref().and_then(|s| s.connected_students) == Some(300),
+    )
+    .await;
 
     let sampler = Sampler::start(&ns, "late-socket");
+    let end = Utc::now().trunc_subsecs(0) + TimeDelta::seconds(2);
+    let drain_from = end + TimeDelta::seconds(5);
+    let duration = format!("{}s", (end - start).num_seconds());
+    patch_spec(&ns, "late", json!({ "schedule": { "duration": duration } })).await;
+    status_where(
+        &ns,
+        "late",
+        "the class cut short",
+        Duration::from_secs(15),
+        |lc| {
+            lc.status
+                .as_ref()
+                .and_then(|s| s.plan.as_ref()?.drain_time.as_ref())
+                .and_then(liveclass_api::time::from_k8s)
+                == Some(drain_from)
+        },
+    )
+    .await;
     deployment_where(
         &ns,
         "late-socket",
@@ -203,9 +255,14 @@ async fn an_overrunning_class_keeps_what_its_students_need_then_drains_the_empti
         |d| replicas(d) == Some(3),
     )
     .await;
+    let changed = sampler.first_change().expect("the sampler saw the drain");
+    eprintln!(
+        "drain seen {} ms after end plus cool-down",
+        (changed - drain_from).num_milliseconds()
+    );
     assert!(
-        Utc::now() >= drain_from,
-        "drained before the end plus cool-down"
+        changed >= drain_from,
+        "drained at or before {changed}, before the end plus cool-down {drain_from}"
     );
     wait::until("3 socket pods left", Duration::from_secs(20), POLL, || {
         let ns = &ns;
