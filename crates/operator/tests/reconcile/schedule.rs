@@ -578,3 +578,145 @@ async fn probes_and_metrics_are_served() {
     }
     operator.stop().await.unwrap();
 }
+
+/// Issue 11, item 1, measured: a Live class whose students keep arriving (a new count at every
+/// attendance read) costs at most one API write per attendance interval — its status, with the
+/// connected count — and one reconcile per interval: the operator's own status writes never
+/// trigger another reconcile. Counted twice: by the operator's request counter, and on the API
+/// server as the LiveClass's resourceVersion changes seen by a watch. docs/operator.md states
+/// the bound (`60 / --attendance-interval` writes a minute: 6 at the default 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_class_writes_at_most_once_per_attendance_interval() {
+    use futures_util::StreamExt as _;
+    use kube::runtime::watcher;
+
+    let cluster = cluster().await;
+    let ns = cluster.namespace("lc-steady").await.unwrap();
+    let redis = RedisServer::start().unwrap();
+    let operator = start_operator_with(&ns, &redis).await;
+    let interval = Duration::from_secs(1);
+    let id = class_id(&ns, "busy");
+    connect_students(&redis, &id, 50);
+    create(
+        &ns,
+        &live_class("busy", Utc::now() - TimeDelta::seconds(30), json!({})),
+    )
+    .await;
+    status_where(
+        &ns,
+        "busy",
+        "Ready with 50 connected",
+        Duration::from_secs(30),
+        |lc| {
+            is_true(lc, cond::READY)
+                && lc.status.as_ref().and_then(|s| s.connected_students) == Some(50)
+        },
+    )
+    .await;
+    // Settled: two reconciles in a row that wrote nothing.
+    let metrics = operator.metrics.clone();
+    wait::until(
+        "two reconciles without a write",
+        Duration::from_secs(20),
+        POLL,
+        || {
+            let m = metrics.clone();
+            async move {
+                let (w, r) = (m.writes(), m.reconciles());
+                tokio::time::sleep(Duration::from_millis(2_200)).await;
+                (m.writes() == w && m.reconciles() >= r + 2).then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+
+    // The API server's count: every change of the LiveClass (status included) is a new
+    // resourceVersion, one watch event.
+    let api = ns.api::<LiveClass>();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = seen.clone();
+    let mut changes = watcher(api, watcher::Config::default().fields("metadata.name=busy")).boxed();
+    let watch = tokio::spawn(async move {
+        while let Some(event) = changes.next().await {
+            if let Ok(watcher::Event::Apply(_)) = event {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    // Let the watch's initial list land before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let base = seen.load(std::sync::atomic::Ordering::Relaxed);
+
+    let other_writes =
+        |m: &liveclass_operator::metrics::Metrics| m.writes() - m.requests_of(Verb::ApplyStatus);
+    let (writes, reconciles, others) = (
+        metrics.writes(),
+        metrics.reconciles(),
+        other_writes(&metrics),
+    );
+    let window = Instant::now();
+    let span = Duration::from_secs(15);
+    // A new student every 250 ms: every read (each second) sees a new count; 50 → 110 stays
+    // within the class's 2 planned pods, so only the count changes.
+    let mut n = 50;
+    while window.elapsed() < span {
+        n += 1;
+        redis
+            .command(&[
+                "HSET",
+                &format!("lc:{{{id}}}:where"),
+                &format!("late-{n}"),
+                "pod-a#1",
+            ])
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let elapsed = window.elapsed();
+    let writes = metrics.writes() - writes;
+    let reconciles = metrics.reconciles() - reconciles;
+    // A status write in flight at the end lands within a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let changed = seen.load(std::sync::atomic::Ordering::Relaxed) - base;
+    watch.abort();
+    let per_minute = |n: u64| n as f64 * 60.0 / elapsed.as_secs_f64();
+    eprintln!(
+        "over {elapsed:?} at a {interval:?} interval: {writes} writes ({:.1}/min), \
+         {reconciles} reconciles ({:.1}/min), {changed} LiveClass changes on the server",
+        per_minute(writes),
+        per_minute(reconciles),
+    );
+    // At most one read, so one status write, per interval (plus one straddling each edge).
+    let bound = elapsed.as_secs_f64() / interval.as_secs_f64() + 1.0;
+    assert!(
+        writes as f64 <= bound,
+        "{writes} writes in {elapsed:?}, bound {bound:.0}"
+    );
+    assert!(
+        changed as f64 <= bound + 1.0,
+        "{changed} changes on the server in {elapsed:?}, bound {bound:.0}"
+    );
+    assert!(
+        reconciles as f64 <= bound + 1.0,
+        "{reconciles} reconciles in {elapsed:?}: a reconcile storm"
+    );
+    assert_eq!(
+        other_writes(&metrics),
+        others,
+        "writes other than status at steady state"
+    );
+    // And the writes that were made kept status current: the count moved several times.
+    assert!(
+        writes >= 3,
+        "only {writes} status writes while students arrived"
+    );
+    status_where(
+        &ns,
+        "busy",
+        "the latest count",
+        Duration::from_secs(5),
+        |lc| lc.status.as_ref().and_then(|s| s.connected_students) == Some(n),
+    )
+    .await;
+    operator.stop().await.unwrap();
+}
