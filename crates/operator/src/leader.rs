@@ -290,3 +290,39 @@ pub async fn lead<F, Fut>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// An API server that accepts the connection and never answers (a hung apiserver, a
+    /// half-open link): the renewal call gives up at its bound instead of waiting forever,
+    /// so the holder can step down before its renew deadline passes.
+    #[tokio::test]
+    async fn a_lease_call_that_gets_no_answer_gives_up_at_its_bound() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            // Accepts and keeps every connection open, reading nothing, answering nothing.
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+        let client = Client::try_from(config).unwrap();
+        let mut lock = LeaseLock::new(client, "default", "lc", "me", Duration::from_secs(15));
+        let bound = Duration::from_millis(300);
+        let started = Instant::now();
+        let result = lock.try_acquire_or_renew(bound).await;
+        let took = started.elapsed();
+        assert!(
+            matches!(result, Err(LeaseError::Timeout(t)) if t == bound),
+            "{result:?}"
+        );
+        assert!(took >= bound && took < bound * 5, "gave up after {took:?}");
+        hold.abort();
+    }
+}
