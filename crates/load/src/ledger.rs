@@ -1,17 +1,20 @@
 //! Loss accounting that works the same for one process and for a run split over several.
 //!
 //! Every process writes a [`Ledger`]: per class, the first-`hello` time of each of its members,
-//! the comments it sent (part, sequence number, send time) and, for every comment its members
-//! received, how many got it. [`account`] joins the ledgers of all parts: a comment is *expected*
-//! by every member whose first `hello` came before the comment was sent, wherever that member
-//! lives, and *lost* for each such member that never got it. See the crate docs for the rules.
+//! the comments it sent (part, sequence number, intended and actual send time, what the server
+//! said) and, for every comment its members received, how many got it. [`account`] joins the
+//! ledgers of all parts: a comment is *expected* by every member whose first `hello` came before
+//! the comment was first written, wherever that member lives, and *lost* for each such member
+//! that never got it. Only a comment the server refused with an `error` frame carrying its `ref`
+//! is expected by nobody: *void* when the scenario asked for that refusal, *refused* (a failure)
+//! otherwise.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{SLOT_DROPPED, SLOT_EMPTY, Shared};
+use crate::state::{Shared, slot};
 
 /// What one process knows about the run; enough to compute loss over all processes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -25,21 +28,41 @@ pub struct Ledger {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClassLedger {
     pub class: String,
-    /// First `hello` time (µs since the epoch) of each member of this process that connected.
+    /// First `hello` time (monotonic µs) of each member of this process that connected.
     pub joins_us: Vec<u64>,
-    /// Comments this process sent into the class.
+    /// Comments this process wrote into the class.
     pub sent: Vec<Sent>,
     /// Comments (of any part) that members of this process received.
     pub seen: Vec<Seen>,
 }
 
+/// What became of a comment, as far as its sender knows.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Fate {
+    /// Written and echoed back to its sender: the server accepted it.
+    Echoed,
+    /// Written, but its sender never saw the echo (nor a refusal). Still expected by everyone.
+    Unconfirmed,
+    /// Refused with a code the scenario asked for: expected by nobody.
+    Void,
+    /// Refused with a code the scenario did not ask for: expected by nobody, and a failure.
+    Refused,
+}
+
+impl Fate {
+    fn accepted(self) -> bool {
+        matches!(self, Fate::Echoed | Fate::Unconfirmed)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Sent {
     pub seq: u32,
+    pub intended_us: u64,
+    /// First written (monotonic µs).
     pub send_us: u64,
-    /// The sender's connection dropped before its own echo came back, so the server may never
-    /// have accepted it. Such a comment is void unless some member received it.
-    pub unconfirmed: bool,
+    pub fate: Fate,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
@@ -56,10 +79,14 @@ pub struct Seen {
 /// The outcome of joining ledgers.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct Accounting {
-    /// Comments the servers accepted (sent, and not void).
+    /// Comments the servers accepted (written and not refused).
     pub comments_accepted: u64,
-    /// Comments whose sender dropped before the echo and that nobody received.
+    /// Of those, the ones whose sender never saw its echo.
+    pub comments_unconfirmed: u64,
+    /// Refused with a code the scenario asked for.
     pub comments_void: u64,
+    /// Refused with a code the scenario did not ask for.
+    pub comments_refused: u64,
     /// Accepted comments that at least one expecting member did not get.
     pub comments_with_loss: u64,
     /// Member × comment pairs that had to be delivered.
@@ -75,9 +102,11 @@ pub struct Accounting {
 }
 
 impl Ledger {
-    /// Snapshot of what this process knows now.
-    pub(crate) fn from_shared(shared: &Shared) -> Self {
+    /// Snapshot of what this process knows now; also returns how many comments this process
+    /// handed to a member that never wrote them.
+    pub(crate) fn from_shared(shared: &Shared) -> (Self, u64) {
         let config = &shared.config;
+        let mut unsent = 0;
         let classes = shared
             .classes
             .iter()
@@ -91,30 +120,37 @@ impl Ledger {
                 joins_us.sort_unstable();
                 let mut sent = Vec::new();
                 if let Some(own) = class.slots.get(config.part as usize) {
-                    let sent_n = (class.next_seq.load(Relaxed) as usize).min(own.len());
-                    for (seq, slot) in own.iter().enumerate().take(sent_n) {
-                        let state = slot.state.load(Relaxed);
-                        if state != SLOT_EMPTY {
-                            sent.push(Sent {
-                                seq: seq as u32,
-                                send_us: slot.send_us.load(Relaxed),
-                                unconfirmed: state == SLOT_DROPPED,
-                            });
-                        }
+                    let scheduled = (class.scheduled.load(Relaxed) as usize).min(own.len());
+                    for (seq, s) in own.iter().enumerate().take(scheduled) {
+                        let fate = match s.state.load(Relaxed) {
+                            slot::QUEUED => {
+                                unsent += 1;
+                                continue;
+                            }
+                            slot::SENT => Fate::Unconfirmed,
+                            slot::ECHOED => Fate::Echoed,
+                            slot::REFUSED_EXPECTED => Fate::Void,
+                            slot::REFUSED => Fate::Refused,
+                            _ => continue,
+                        };
+                        sent.push(Sent {
+                            seq: seq as u32,
+                            intended_us: s.intended_us.load(Relaxed),
+                            send_us: s.send_us.load(Relaxed),
+                            fate,
+                        });
                     }
                 }
                 let mut seen = Vec::new();
                 for (part, slots) in class.slots.iter().enumerate() {
-                    for (seq, slot) in slots.iter().enumerate() {
-                        let (expected, extra) = (
-                            slot.got_expected.load(Relaxed),
-                            slot.got_extra.load(Relaxed),
-                        );
+                    for (seq, s) in slots.iter().enumerate() {
+                        let (expected, extra) =
+                            (s.got_expected.load(Relaxed), s.got_extra.load(Relaxed));
                         if expected + extra > 0 {
                             seen.push(Seen {
                                 part: part as u32,
                                 seq: seq as u32,
-                                send_us: slot.send_us.load(Relaxed),
+                                send_us: s.send_us.load(Relaxed),
                                 expected,
                                 extra,
                             });
@@ -129,19 +165,22 @@ impl Ledger {
                 }
             })
             .collect();
-        Self {
-            run_id: config.run_id.clone(),
-            split: config.split,
-            part: config.part,
-            classes,
-        }
+        (
+            Self {
+                run_id: config.run_id.clone(),
+                split: config.split,
+                part: config.part,
+                classes,
+            },
+            unsent,
+        )
     }
 }
 
 #[derive(Default)]
 struct ClassAgg<'a> {
-    /// `(part, seq)` → `(send_us, unconfirmed)`.
-    sent: HashMap<(u32, u32), (u64, bool)>,
+    /// `(part, seq)` → `(send_us, fate)`.
+    sent: HashMap<(u32, u32), (u64, Fate)>,
     /// `(part, seq)` → `(send_us, expected, extra)` summed over processes.
     seen: HashMap<(u32, u32), (u64, u64, u64)>,
     joins: Vec<&'a [u64]>,
@@ -156,8 +195,7 @@ pub fn account(ledgers: &[&Ledger], local_view: bool) -> Accounting {
             let agg = classes.entry(class.class.as_str()).or_default();
             agg.joins.push(&class.joins_us);
             for s in &class.sent {
-                agg.sent
-                    .insert((ledger.part, s.seq), (s.send_us, s.unconfirmed));
+                agg.sent.insert((ledger.part, s.seq), (s.send_us, s.fate));
             }
             for s in &class.seen {
                 let entry = agg.seen.entry((s.part, s.seq)).or_insert((s.send_us, 0, 0));
@@ -170,7 +208,7 @@ pub fn account(ledgers: &[&Ledger], local_view: bool) -> Accounting {
     for agg in classes.values_mut() {
         if local_view {
             for (&key, &(send_us, _, _)) in &agg.seen {
-                agg.sent.entry(key).or_insert((send_us, false));
+                agg.sent.entry(key).or_insert((send_us, Fate::Echoed));
             }
         }
         for (key, &(_, _, got_extra)) in &agg.seen {
@@ -179,10 +217,17 @@ pub fn account(ledgers: &[&Ledger], local_view: bool) -> Accounting {
                 out.unknown += 1;
             }
         }
-        for (key, &(send_us, unconfirmed)) in &agg.sent {
+        for (key, &(send_us, fate)) in &agg.sent {
             let (got_expected, got_extra) = agg.seen.get(key).map_or((0, 0), |&(_, e, x)| (e, x));
-            if unconfirmed && got_expected + got_extra == 0 {
-                out.comments_void += 1;
+            match fate {
+                Fate::Void => out.comments_void += 1,
+                Fate::Refused => out.comments_refused += 1,
+                Fate::Unconfirmed => out.comments_unconfirmed += 1,
+                Fate::Echoed => {}
+            }
+            if !fate.accepted() {
+                // Whoever got a refused comment anyway got it as an extra.
+                out.extra += got_expected;
                 continue;
             }
             out.comments_accepted += 1;
@@ -197,6 +242,7 @@ pub fn account(ledgers: &[&Ledger], local_view: bool) -> Accounting {
                 out.lost += expected - got_expected;
                 out.comments_with_loss += 1;
             }
+            let _ = got_extra;
         }
     }
     out
@@ -220,11 +266,12 @@ mod tests {
         }
     }
 
-    fn sent(seq: u32, send_us: u64, unconfirmed: bool) -> Sent {
+    fn sent(seq: u32, send_us: u64, fate: Fate) -> Sent {
         Sent {
             seq,
+            intended_us: send_us,
             send_us,
-            unconfirmed,
+            fate,
         }
     }
 
@@ -245,7 +292,7 @@ mod tests {
         let a = ledger(
             0,
             vec![10, 20],
-            vec![sent(0, 15, false), sent(1, 30, false)],
+            vec![sent(0, 15, Fate::Echoed), sent(1, 30, Fate::Echoed)],
             vec![seen(0, 0, 15, 1, 1), seen(0, 1, 30, 2, 0)],
         );
         let b = ledger(1, vec![12], vec![], vec![seen(0, 0, 15, 1, 0)]);
@@ -260,21 +307,42 @@ mod tests {
     }
 
     #[test]
-    fn a_comment_nobody_got_from_a_dropped_sender_is_void_not_lost() {
+    fn a_comment_nobody_got_is_lost_whatever_happened_to_its_sender() {
         let a = ledger(
             0,
             vec![10],
-            vec![sent(0, 15, true), sent(1, 16, true), sent(2, 17, false)],
+            vec![sent(0, 15, Fate::Unconfirmed), sent(1, 16, Fate::Echoed)],
             vec![seen(0, 1, 16, 1, 0)],
         );
         let acc = account(&[&a], false);
-        assert_eq!(acc.comments_void, 1);
         assert_eq!(acc.comments_accepted, 2);
-        assert_eq!(acc.expected, 2);
-        assert_eq!(
-            acc.lost, 1,
-            "the confirmed-by-nobody comment whose sender stayed is lost"
+        assert_eq!(acc.comments_unconfirmed, 1);
+        assert_eq!(acc.comments_void, 0);
+        assert_eq!((acc.expected, acc.lost), (2, 1));
+    }
+
+    #[test]
+    fn only_a_refusal_takes_a_comment_out_of_the_expected() {
+        let a = ledger(
+            0,
+            vec![10, 11],
+            vec![
+                sent(0, 15, Fate::Void),
+                sent(1, 16, Fate::Refused),
+                sent(2, 17, Fate::Echoed),
+            ],
+            vec![seen(0, 2, 17, 2, 0)],
         );
+        let acc = account(&[&a], false);
+        assert_eq!(
+            (
+                acc.comments_void,
+                acc.comments_refused,
+                acc.comments_accepted
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!((acc.expected, acc.received, acc.lost), (2, 2, 0));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! liveclass-load --url ws://127.0.0.1:8080/ws --students 8000 --comment-rate 10 --duration 60s \
 //!                --secret-file secret --json report.json
 //! liveclass-load merge part0.json part1.json --json report.json
+//! liveclass-load calibrate --json calibration.json
+//! liveclass-load results bench/results > bench/RESULTS.md
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -11,7 +13,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use liveclass_load::{LoadTest, Report, RunArgs};
+use liveclass_load::bench::{RecordArgs, record, render};
+use liveclass_load::calibrate::CalibrateArgs;
+use liveclass_load::{LoadTest, Report, RunArgs, hdrlog};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,9 +42,29 @@ enum Command {
         /// Write the merged report as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
-        /// Exit 0 even when deliveries were lost, duplicated or out of order.
+        /// Also write the merged histograms as an HdrHistogram interval log.
+        #[arg(long)]
+        hdr_log: Option<PathBuf>,
+        /// Exit 0 even when the run was not clean.
         #[arg(long)]
         allow_loss: bool,
+    },
+    /// Measure this machine's raw TCP fan-out (one write per message, then one coalesced write
+    /// per drain): the calibration figure benchmarks are compared with.
+    Calibrate(CalibrateArgs),
+    /// Assemble a benchmark result file from what a bench/*.sh script measured.
+    Record(Box<RecordArgs>),
+    /// Render bench/RESULTS.md from the result files.
+    Results {
+        /// The folder of result files.
+        #[arg(default_value = "bench/results")]
+        dir: PathBuf,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Do not write: exit 1 when this file differs from what would be rendered.
+        #[arg(long, conflicts_with = "out")]
+        check: Option<PathBuf>,
     },
 }
 
@@ -67,6 +91,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
         Some(Command::Merge {
             reports,
             json,
+            hdr_log,
             allow_loss,
         }) => {
             let parts = reports
@@ -74,10 +99,70 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 .map(|p| read_report(p))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let merged = Report::merge(parts)?;
-            finish(&merged, json.as_deref(), allow_loss)
+            finish(&merged, json.as_deref(), hdr_log.as_deref(), allow_loss)
+        }
+        Some(Command::Calibrate(args)) => {
+            let calibration = liveclass_load::calibrate::run(&args)?;
+            let text = serde_json::to_string_pretty(&calibration)?;
+            if let Some(path) = &args.json {
+                std::fs::write(path, text + "\n")
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            for (mode, m) in [
+                ("one write per message", &calibration.per_message),
+                ("one write per drain", &calibration.coalesced),
+            ] {
+                println!(
+                    "raw fan-out, {mode}: {} receivers, {:.0} deliveries/s offered, {:.0}/s measured, lost {}, latency {}, sender {:.3} µs CPU per delivery, {} writes",
+                    calibration.receivers,
+                    m.offered_deliveries_per_s,
+                    m.in_window_per_s,
+                    m.lost,
+                    m.latency_ms,
+                    m.sender_cpu_us_per_delivery,
+                    m.writes
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Record(args)) => {
+            let result = record(&args)?;
+            let text = serde_json::to_string_pretty(&result)?;
+            std::fs::write(&args.out, text + "\n")
+                .with_context(|| format!("cannot write {}", args.out.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Results { dir, out, check }) => {
+            let text = render(&dir)?;
+            match (out, check) {
+                (_, Some(path)) => {
+                    let current = std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    if current == text {
+                        Ok(ExitCode::SUCCESS)
+                    } else {
+                        eprintln!(
+                            "liveclass-load: {} is not what the results in {} render to: run bench/render-results",
+                            path.display(),
+                            dir.display()
+                        );
+                        Ok(ExitCode::from(1))
+                    }
+                }
+                (Some(path), None) => {
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                (None, None) => {
+                    print!("{text}");
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
         }
         None => {
             let json = cli.run.json.clone();
+            let hdr_log = cli.run.hdr_log.clone();
             let allow_loss = cli.run.allow_loss;
             let config = cli.run.into_config()?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -88,16 +173,29 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 let stats = test.stats();
                 tokio::spawn(async move {
                     if tokio::signal::ctrl_c().await.is_ok() {
-                        eprintln!("liveclass-load: interrupted; stopping and reporting");
+                        eprintln!("liveclass-load: interrupted; closing and reporting");
                         stats.interrupt();
                     }
                 });
+                #[cfg(unix)]
+                {
+                    let stats = test.stats();
+                    tokio::spawn(async move {
+                        use tokio::signal::unix::{SignalKind, signal};
+                        if let Ok(mut term) = signal(SignalKind::terminate())
+                            && term.recv().await.is_some()
+                        {
+                            eprintln!("liveclass-load: terminated; closing and reporting");
+                            stats.interrupt();
+                        }
+                    });
+                }
                 anyhow::Ok(test.run().await?)
             })?;
             // Dropping the runtime would wait for blocked tasks; there are none left, but do not
             // let a stray one hold the report back.
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-            finish(&report, json.as_deref(), allow_loss)
+            finish(&report, json.as_deref(), hdr_log.as_deref(), allow_loss)
         }
     }
 }
@@ -109,18 +207,20 @@ fn read_report(path: &Path) -> anyhow::Result<Report> {
         .with_context(|| format!("{} is not a liveclass-load report", path.display()))
 }
 
-fn finish(report: &Report, json: Option<&Path>, allow_loss: bool) -> anyhow::Result<ExitCode> {
+fn finish(
+    report: &Report,
+    json: Option<&Path>,
+    hdr_log: Option<&Path>,
+    allow_loss: bool,
+) -> anyhow::Result<ExitCode> {
     println!("{report}");
     if let Some(path) = json {
-        // The raw histograms are for merging the parts of a split run; a whole report leaves
-        // them out.
-        let mut out = report.clone();
-        if !out.partial {
-            out.histograms = Default::default();
-        }
-        let text = serde_json::to_string_pretty(&out)?;
+        let text = serde_json::to_string_pretty(report)?;
         std::fs::write(path, text + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = hdr_log {
+        hdrlog::write(report, path)?;
     }
     // A part of a split run cannot judge loss alone: the merge does.
     Ok(if report.ok || allow_loss || report.partial {

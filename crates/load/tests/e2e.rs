@@ -28,6 +28,10 @@ fn stack() -> (RedisServer, Vec<SocketServer>, Caddy) {
     let servers: Vec<SocketServer> = (0..3)
         .map(|i| {
             SocketServerBuilder::new(redis.url(), format!("e2e-socket-{i}"), SECRET)
+                // Works around the server's deadlock when the last member of a labelled class
+                // leaves (crates/socket/src/hub.rs `Hub::leave`; /work/coord/notes/15.md): every
+                // class counts as `_other`. Remove once the server is fixed.
+                .args(["--max-class-metrics", "0"])
                 .start()
                 .expect("socket server")
         })
@@ -43,7 +47,7 @@ fn class_config(url: String, run_id: &str, duration: Duration) -> Config {
     config.students = STUDENTS;
     config.classes = 2;
     config.teachers = 1;
-    config.ramp = 600.0;
+    config.arrival = liveclass_load::Arrival::Ramp(600.0);
     config.comment_rate = 4.0;
     config.duration = duration;
     config.drain = Duration::from_secs(20);
@@ -97,7 +101,60 @@ async fn a_class_through_caddy_gets_every_comment_once_and_survives_a_killed_ser
         "{}",
         explain(&report)
     );
-    assert!(report.comments.accepted >= 20, "{}", explain(&report));
+    // Loss is loss: everything scheduled was written and accepted, nothing skipped, refused,
+    // void or answered with an error frame.
+    assert!(report.comments.scheduled >= 30, "{}", explain(&report));
+    assert_eq!(
+        report.comments.sent,
+        report.comments.scheduled,
+        "{}",
+        explain(&report)
+    );
+    assert_eq!(
+        report.comments.accepted,
+        report.comments.sent,
+        "{}",
+        explain(&report)
+    );
+    assert_eq!(report.comments.void, 0, "{}", explain(&report));
+    assert!(report.comments.skipped.is_empty(), "{}", explain(&report));
+    assert!(
+        report.comments.error_frames.is_empty(),
+        "{}",
+        explain(&report)
+    );
+    assert!(report.failures.is_empty(), "{}", explain(&report));
+    // Figures measured, not derived: latency from the intended send time is never below the
+    // latency from the actual send; the in-window rate comes from receive counts.
+    assert_eq!(
+        report.latency_ms.count,
+        report.deliveries.received + report.deliveries.extra
+    );
+    assert!(
+        report.latency_ms.p50 >= report.latency_from_send_ms.p50,
+        "{}",
+        explain(&report)
+    );
+    assert!(
+        report.deliveries.in_window.received > 0,
+        "{}",
+        explain(&report)
+    );
+    assert!(
+        report.deliveries.in_window.received
+            <= report.deliveries.received + report.deliveries.extra
+    );
+    assert!(
+        report.deliveries.in_window.per_second > 0.0,
+        "{}",
+        explain(&report)
+    );
+    assert!(!report.histograms.latency_us.is_empty());
+    assert!(report.steps_s.contains_key("sending") && report.steps_s.contains_key("settling"));
+    assert!(
+        report.machine.loadavg_1m.samples > 0,
+        "load average sampled during the run"
+    );
     assert!(
         report.deliveries.expected >= report.comments.accepted * 100,
         "{}",
@@ -185,6 +242,19 @@ async fn a_class_through_caddy_gets_every_comment_once_and_survives_a_killed_ser
     );
     assert_eq!(report.deliveries.duplicated, 0, "{}", explain(&report));
     assert_eq!(report.deliveries.out_of_order, 0, "{}", explain(&report));
+    assert_eq!(
+        report.connections.recovering_at_end,
+        0,
+        "{}",
+        explain(&report)
+    );
+    assert!(
+        report.connections.outage.all_recovered_s > 0.0,
+        "{}",
+        explain(&report)
+    );
+    assert!(report.comments.skipped.is_empty(), "{}", explain(&report));
+    assert_eq!(report.comments.void, 0, "{}", explain(&report));
     assert!(report.ok, "{}", explain(&report));
 
     // 3. A split run: two parts in this process, one schedule, merged.
@@ -219,6 +289,12 @@ async fn a_class_through_caddy_gets_every_comment_once_and_survives_a_killed_ser
         explain(&merged)
     );
     assert!(merged.comments.accepted >= 10, "{}", explain(&merged));
+    assert_eq!(
+        merged.comments.accepted,
+        merged.comments.scheduled,
+        "{}",
+        explain(&merged)
+    );
     assert!(
         merged.deliveries.expected >= merged.comments.accepted * 100,
         "{}",
