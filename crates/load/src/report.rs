@@ -152,7 +152,8 @@ pub struct Connections {
     pub reconnect_ms: Percentiles,
     /// From a connection's end to having caught up with `since` and resent what had no echo.
     pub recovery_ms: Percentiles,
-    /// Ends of established connections by reason: `close_<code>`, `reconnect_frame`, `io_reset`, …
+    /// Ends of established connections by reason: `close_<code>_<reason>` (e.g.
+    /// `close_1001_draining`), `reconnect_frame`, `io_reset`, …
     pub disconnects: BTreeMap<String, u64>,
     pub outage: Outage,
     /// Members still catching up when the run ended.

@@ -199,7 +199,7 @@ pub(crate) struct Shared {
     pub failures: Tally,
     /// The first full message of each failure reason (what to fix, for a real deployment).
     pub failure_examples: Examples,
-    /// Ends of established connections by reason (`close_1001`, `io_reset`, `eof`, …).
+    /// Ends of established connections by reason (`close_1001_draining`, `io_reset`, `eof`, …).
     pub disconnects: Tally,
     /// `error` frames by code.
     pub error_frames: Tally,
