@@ -1,0 +1,3 @@
+module liveclass.local/pause
+
+go 1.22
