@@ -1,66 +1,57 @@
 //! The server's one pub/sub connection to Redis: it subscribes each class's broadcast channel
 //! once while the hub has members of that class, plus this server's own channel (direct
-//! messages, `replaced` notices), and fans what arrives out through the hub.
+//! messages, `kick` notices), and fans what arrives out through the hub.
 //!
-//! When the connection drops it reports not-ready, reconnects with jittered backoff,
-//! resubscribes every room and catches each room up from the class history, so local clients
-//! miss nothing that was published while it was away.
+//! Two tasks share the link: a reader that only fans out, and a control loop that changes
+//! subscriptions and PINGs the link. A PING unanswered within the deadline means the link is
+//! dead even if TCP says nothing (half-open): the server turns not-ready, reconnects with
+//! jittered backoff, resubscribes every room and catches each room up from the class's stream
+//! from the last id it delivered — or, when that is no longer possible, sends its members a
+//! `gap` frame. Connected students miss nothing silently.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use futures_util::StreamExt;
+use liveclass_protocol::CloseReason;
+use liveclass_protocol::server::{COMMENT_PREFIX, GapReason};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{BusCommand, ConnId, Hub};
-use crate::metrics::Metrics;
-use crate::protocol::MessageId;
-use crate::store::{Store, keys};
-
-/// Whether this server should get new clients.
-#[derive(Debug, Default)]
-pub struct Health {
-    pub pubsub_up: AtomicBool,
-    pub heartbeat_ok: AtomicBool,
-    pub draining: AtomicBool,
-}
-
-impl Health {
-    pub fn redis_up(&self) -> bool {
-        self.pubsub_up.load(Ordering::Acquire) && self.heartbeat_ok.load(Ordering::Acquire)
-    }
-
-    /// `None` when ready, or the reason it is not.
-    pub fn not_ready_reason(&self) -> Option<&'static str> {
-        if self.draining.load(Ordering::Acquire) {
-            Some("draining")
-        } else if !self.redis_up() {
-            Some("redis unavailable")
-        } else {
-            None
-        }
-    }
-}
+use crate::hub::{BusCommand, ConnId};
+use crate::redis_link::LinkError;
+use crate::state::ServerState;
+use crate::store::{Position, keys};
 
 /// A message on a server's own channel.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "k", rename_all = "lowercase")]
 pub enum PodMessage {
-    /// A direct message; `at` is the recipient's `pod#conn`, filled in by the store's script.
+    /// A direct message for every connection of `user` on this server.
     Dm {
-        at: String,
         class: String,
+        user: String,
         frame: String,
     },
-    /// The user connected elsewhere: close their connection here.
-    Kick { class: String, user: String },
+    /// Close the connection `at` (`pod#conn`): its user opened one too many elsewhere.
+    Kick { class: String, at: String },
+    /// The school's backend removed `user` from the class: close all their connections.
+    Disconnect { class: String, user: String },
 }
 
-/// `pod#conn`, the value of a user's entry in a class's `where` hash.
+/// A server-to-server message on a class's channel (comments travel there as their frames).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "lowercase")]
+pub enum ClassMessage {
+    /// One server's reaction counts for one tick.
+    Reactions { counts: BTreeMap<String, u64> },
+}
+
+/// `pod#conn`, one connection's entry in a class's `where` hash.
 pub fn member_value(pod: &str, conn: ConnId) -> String {
     format!("{pod}#{conn}")
 }
@@ -71,19 +62,35 @@ fn conn_on(pod: &str, value: &str) -> Option<ConnId> {
     (at == pod).then(|| conn.parse().ok()).flatten()
 }
 
+/// Why the link was given up.
+#[derive(Debug, thiserror::Error)]
+enum LinkDown {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("{0} did not answer within {1:?}")]
+    Timeout(&'static str, Duration),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("the server is stopping")]
+    Stopped,
+}
+
 /// Runs the pub/sub connection until `shutdown`.
 #[derive(Debug)]
 pub struct Bus {
-    pub client: redis::Client,
-    pub pod: String,
-    pub hub: Arc<Hub>,
-    pub store: Store,
-    pub health: Arc<Health>,
-    pub metrics: Arc<Metrics>,
+    pub state: Arc<ServerState>,
+    /// How often the link is PINGed.
+    pub ping_every: Duration,
+    /// How long any call on the link may take.
+    pub timeout: Duration,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+type Sink = redis::aio::PubSubSink;
 
 impl Bus {
     pub async fn run(
@@ -98,20 +105,20 @@ impl Bus {
                     backoff = MIN_BACKOFF;
                     self.set_up(true);
                     tracing::info!("redis pub/sub connected");
-                    self.serve(sink, stream, &mut commands, &shutdown).await;
+                    let why = self.serve(sink, stream, &mut commands, &shutdown).await;
                     self.set_up(false);
                     if shutdown.is_cancelled() {
                         return;
                     }
-                    tracing::warn!("redis pub/sub connection lost; reconnecting");
+                    tracing::warn!(reason = %why, "redis pub/sub link lost; not ready until it is back");
                 }
                 Err(e) => {
-                    self.metrics.redis_error("subscribe");
+                    self.state.metrics.redis_error("subscribe");
                     tracing::warn!(error = %e, retry_in = ?backoff, "cannot connect pub/sub to redis");
                 }
             }
             let jitter = Duration::from_millis(fastrand::u64(
-                0..=backoff.as_millis().try_into().unwrap_or(100) / 2,
+                0..=u64::try_from(backoff.as_millis() / 2).unwrap_or(50),
             ));
             tokio::select! {
                 () = tokio::time::sleep(backoff + jitter) => {}
@@ -122,145 +129,233 @@ impl Bus {
     }
 
     fn set_up(&self, up: bool) {
-        self.health.pubsub_up.store(up, Ordering::Release);
-        self.metrics.redis_up.set(i64::from(up));
+        let health = &self.state.health;
+        let was = health.pubsub_up.swap(up, Ordering::AcqRel);
+        self.state.metrics.redis_up.set(i64::from(up));
+        if was && !up {
+            // Whatever Redis held of this server may be gone with the link (an empty restart):
+            // not ready again until a heartbeat has checked it and recorded it again.
+            health.heartbeat_ok.store(false, Ordering::Release);
+        }
+        if up {
+            health.beat_now.notify_one();
+        }
+    }
+
+    async fn within<T, E>(
+        &self,
+        what: &'static str,
+        call: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, LinkDown>
+    where
+        LinkDown: From<E>,
+    {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(LinkDown::Timeout(what, self.timeout)),
+        }
     }
 
     /// Connects, subscribes this server's channel and every room, and catches rooms up.
-    async fn connect(
-        &self,
-    ) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), redis::RedisError> {
-        let pubsub = tokio::time::timeout(Duration::from_secs(2), self.client.get_async_pubsub())
-            .await
-            .map_err(|_| {
-                redis::RedisError::from((redis::ErrorKind::Io, "pub/sub connect timed out"))
-            })??;
+    async fn connect(&self) -> Result<(Sink, redis::aio::PubSubStream), LinkDown> {
+        let client = self.state.store.target().client()?;
+        let pubsub = self
+            .within("pub/sub connect", client.get_async_pubsub())
+            .await?;
         let (mut sink, stream) = pubsub.split();
-        sink.subscribe(keys::pod_channel(&self.pod)).await?;
-        let classes = self.hub.classes();
+        let pod = &self.state.pod;
+        self.within("SUBSCRIBE", sink.subscribe(keys::pod_channel(pod)))
+            .await?;
+        let classes = self.state.hub.classes();
         if !classes.is_empty() {
             let channels: Vec<String> = classes.iter().map(|c| keys::broadcast(c)).collect();
-            sink.subscribe(&channels).await?;
+            self.within("SUBSCRIBE", sink.subscribe(&channels)).await?;
+            self.state.store.add_pod_classes(pod, &classes).await?;
         }
-        // Live messages now queue up in `stream`; what was published while we were away is in
-        // each class's history. The hub drops anything delivered twice by id.
-        for (class, last) in self.hub.last_ids() {
-            if let Err(e) = self.store.add_pod_class(&self.pod, &class).await {
-                self.metrics.redis_error(e.op);
-            }
-            // A Redis that restarted empty has forgotten who is where.
-            let sessions: Vec<(String, String)> = self
-                .hub
-                .members(&class)
-                .into_iter()
-                .map(|(user, conn)| (user, member_value(&self.pod, conn)))
-                .collect();
-            if let Err(e) = self.store.reclaim(&class, &sessions).await {
-                self.metrics.redis_error(e.op);
-            }
-            // A room without a last id had an empty history when it was subscribed, so all
-            // of its history is news to its members.
-            let since = last.unwrap_or(MessageId { ms: 0, seq: 0 });
-            match self.store.history_since(&class, since).await {
-                Ok(history) => {
-                    if !history.complete && last.is_some() {
-                        tracing::warn!(%class, "history trimmed during the outage; some comments cannot be caught up");
-                    }
-                    for (_, frame) in &history.frames {
-                        self.hub.fan_out(&class, frame);
-                    }
-                }
-                Err(e) => {
-                    self.metrics.redis_error(e.op);
-                    return Err(e.source);
-                }
-            }
-            self.hub.mark_subscribed(&class, true);
+        // Live messages queue up in `stream` from here on; what was published while the link
+        // was away is in each class's stream. The hub drops anything delivered twice by id.
+        self.catch_up().await?;
+        for class in &classes {
+            self.state.hub.mark_subscribed(class, true);
         }
         Ok((sink, stream))
     }
 
-    async fn serve(
-        &self,
-        mut sink: redis::aio::PubSubSink,
-        mut stream: redis::aio::PubSubStream,
-        commands: &mut mpsc::UnboundedReceiver<BusCommand>,
-        shutdown: &CancellationToken,
-    ) {
-        let own_channel = keys::pod_channel(&self.pod);
-        loop {
-            tokio::select! {
-                message = stream.next() => {
-                    let Some(message) = message else { return };
-                    let channel = message.get_channel_name();
-                    let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else { continue };
-                    if channel == own_channel {
-                        self.on_pod_message(payload);
-                    } else if let Some(class) = keys::class_of_broadcast(channel) {
-                        self.hub.fan_out(class, payload);
-                    }
+    /// Delivers to each room what its members missed while the link was away, or tells them
+    /// plainly that it cannot.
+    async fn catch_up(&self) -> Result<(), LinkDown> {
+        let hub = &self.state.hub;
+        for (class, last, epoch) in hub.positions() {
+            let Some(last) = last else {
+                // A room whose position was never read has no member past `hello` yet.
+                let position = self.state.store.position(&class).await?;
+                hub.seed_position(&class, &position);
+                continue;
+            };
+            let recovery = self
+                .state
+                .store
+                .recover(
+                    &class,
+                    last,
+                    epoch.as_deref(),
+                    self.state.limits.max_recovery,
+                )
+                .await?;
+            if recovery.complete {
+                for (_, frame) in &recovery.frames {
+                    hub.fan_out(&class, frame);
                 }
-                command = commands.recv() => {
-                    let Some(command) = command else { return };
-                    if let Err(e) = self.apply(&mut sink, command).await {
-                        self.metrics.redis_error("subscribe");
-                        tracing::warn!(error = %e, "subscription change failed");
-                        return;
-                    }
-                }
-                () = shutdown.cancelled() => return,
+                continue;
             }
-        }
-    }
-
-    /// Subscribes or unsubscribes; checks the hub at the time of applying, because a room may
-    /// have emptied or reappeared since the command was queued.
-    async fn apply(
-        &self,
-        sink: &mut redis::aio::PubSubSink,
-        command: BusCommand,
-    ) -> Result<(), redis::RedisError> {
-        match command {
-            BusCommand::Subscribe(class) => {
-                if !self.hub.has_room(&class) {
-                    return Ok(());
-                }
-                // Read the newest id before subscribing: everything published after the
-                // subscription is newer, so seeding the room with it never hides a live message.
-                let last = self.store.last_comment_id(&class).await.map_err(|e| {
-                    self.metrics.redis_error(e.op);
-                    e.source
-                })?;
-                self.hub.seed_last_id(&class, last);
-                sink.subscribe(keys::broadcast(&class)).await?;
-                if let Err(e) = self.store.add_pod_class(&self.pod, &class).await {
-                    self.metrics.redis_error(e.op);
-                }
-                self.hub.mark_subscribed(&class, true);
-            }
-            BusCommand::Unsubscribe(class) => {
-                if self.hub.has_room(&class) {
-                    return Ok(());
-                }
-                sink.unsubscribe(keys::broadcast(&class)).await?;
-                if let Err(e) = self.store.remove_pod_class(&self.pod, &class).await {
-                    self.metrics.redis_error(e.op);
-                }
-            }
+            let reason = if epoch.as_deref() == Some(recovery.epoch.as_str()) {
+                GapReason::Trimmed
+            } else {
+                GapReason::HistoryLost
+            };
+            tracing::warn!(%class, ?reason, "cannot catch the class up after the outage; members are told of the gap");
+            hub.gap(
+                &class,
+                reason,
+                &Position {
+                    epoch: recovery.epoch,
+                    last_id: recovery.last_id,
+                },
+            );
         }
         Ok(())
     }
 
-    fn on_pod_message(&self, payload: &str) {
-        match serde_json::from_str::<PodMessage>(payload) {
-            Ok(PodMessage::Dm { at, class, frame }) => {
-                if let Some(conn) = conn_on(&self.pod, &at) {
-                    self.hub.deliver_to(&class, conn, Utf8Bytes::from(frame));
+    async fn serve(
+        &self,
+        mut sink: Sink,
+        mut stream: redis::aio::PubSubStream,
+        commands: &mut mpsc::UnboundedReceiver<BusCommand>,
+        shutdown: &CancellationToken,
+    ) -> LinkDown {
+        let state = self.state.clone();
+        let mut reader = tokio::spawn(async move {
+            let own_channel = keys::pod_channel(&state.pod);
+            while let Some(message) = stream.next().await {
+                let channel = message.get_channel_name();
+                let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else {
+                    continue;
+                };
+                if channel == own_channel {
+                    on_pod_message(&state, payload);
+                } else if let Some(class) = keys::class_of_broadcast(channel) {
+                    on_class_message(&state, class, payload);
                 }
             }
-            Ok(PodMessage::Kick { class, user }) => self.hub.replace(&class, &user, None),
-            Err(e) => tracing::warn!(error = %e, "unreadable message on this server's channel"),
+        });
+        let mut ping = tokio::time::interval(self.ping_every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let why = loop {
+            tokio::select! {
+                _ = &mut reader => break LinkDown::Redis(redis::RedisError::from((redis::ErrorKind::Io, "the pub/sub stream ended"))),
+                command = commands.recv() => {
+                    let Some(command) = command else { break LinkDown::Stopped };
+                    let mut batch = vec![command];
+                    while let Ok(more) = commands.try_recv() {
+                        batch.push(more);
+                    }
+                    if let Err(e) = self.apply(&mut sink, batch).await {
+                        self.state.metrics.redis_error("subscribe");
+                        break e;
+                    }
+                }
+                _ = ping.tick() => {
+                    if let Err(e) = self.within("PING on the pub/sub link", sink.ping::<redis::Value>()).await {
+                        self.state.metrics.redis_error("pubsub_ping");
+                        break e;
+                    }
+                }
+                () = shutdown.cancelled() => break LinkDown::Stopped,
+            }
+        };
+        reader.abort();
+        why
+    }
+
+    /// Subscribes and unsubscribes as the rooms are when the batch is applied: a room may have
+    /// emptied or reappeared since a command was queued.
+    async fn apply(&self, sink: &mut Sink, batch: Vec<BusCommand>) -> Result<(), LinkDown> {
+        let hub = &self.state.hub;
+        let (mut join, mut part) = (Vec::new(), Vec::new());
+        let mut seen = HashSet::new();
+        for command in batch.into_iter().rev() {
+            let (BusCommand::Subscribe(class) | BusCommand::Unsubscribe(class)) = command;
+            if seen.insert(class.clone()) {
+                if hub.has_room(&class) {
+                    join.push(class);
+                } else {
+                    part.push(class);
+                }
+            }
         }
+        if !join.is_empty() {
+            // Read each class's position before subscribing: everything published after the
+            // subscription is newer, so seeding the room with it never hides a live message.
+            let positions = self.state.store.positions(&join).await?;
+            for (class, position) in join.iter().zip(&positions) {
+                hub.seed_position(class, position);
+            }
+            let channels: Vec<String> = join.iter().map(|c| keys::broadcast(c)).collect();
+            self.within("SUBSCRIBE", sink.subscribe(&channels)).await?;
+            self.state
+                .store
+                .add_pod_classes(&self.state.pod, &join)
+                .await?;
+            for class in &join {
+                hub.mark_subscribed(class, true);
+            }
+        }
+        if !part.is_empty() {
+            let channels: Vec<String> = part.iter().map(|c| keys::broadcast(c)).collect();
+            self.within("UNSUBSCRIBE", sink.unsubscribe(&channels))
+                .await?;
+            for class in &part {
+                self.state
+                    .store
+                    .remove_pod_class(&self.state.pod, class)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn on_pod_message(state: &ServerState, payload: &str) {
+    match serde_json::from_str::<PodMessage>(payload) {
+        Ok(PodMessage::Dm { class, user, frame }) => {
+            state
+                .hub
+                .deliver_to_user(&class, &user, &Utf8Bytes::from(frame));
+        }
+        Ok(PodMessage::Kick { class, at }) => {
+            if let Some(conn) = conn_on(&state.pod, &at) {
+                state
+                    .hub
+                    .close_connection(&class, conn, CloseReason::Replaced);
+            }
+        }
+        Ok(PodMessage::Disconnect { class, user }) => {
+            state.hub.close_user(&class, &user, CloseReason::Kicked);
+        }
+        Err(e) => tracing::warn!(error = %e, "unreadable message on this server's channel"),
+    }
+}
+
+fn on_class_message(state: &ServerState, class: &str, payload: &str) {
+    if payload.starts_with(COMMENT_PREFIX) {
+        state.hub.fan_out(class, payload);
+        return;
+    }
+    match serde_json::from_str::<ClassMessage>(payload) {
+        Ok(ClassMessage::Reactions { counts }) => {
+            state.hub.add_incoming_reactions(class, &counts);
+        }
+        Err(e) => tracing::debug!(error = %e, %class, "unreadable message on a class channel"),
     }
 }
 
@@ -273,17 +368,13 @@ mod tests {
         let value = member_value("socket-a", 42);
         assert_eq!(conn_on("socket-a", &value), Some(42));
         assert_eq!(conn_on("socket-b", &value), None);
+        assert_eq!(conn_on("socket-a", "socket-a#x"), None);
     }
 
     #[test]
-    fn dm_placeholder_comes_first() {
-        let message = serde_json::to_string(&PodMessage::Dm {
-            at: "@AT@".into(),
-            class: "x@AT@".into(),
-            frame: "{\"text\":\"@AT@\"}".into(),
-        })
-        .unwrap();
-        // The store's script replaces the first `@AT@` only: it must be the `at` field's.
-        assert!(message.find("@AT@") < message.find("class"));
+    fn the_kick_the_claim_script_builds_is_understood() {
+        let kick: PodMessage =
+            serde_json::from_str(r#"{"at":"pod-a#7","class":"school/c","k":"kick"}"#).unwrap();
+        assert!(matches!(kick, PodMessage::Kick { at, .. } if at == "pod-a#7"));
     }
 }

@@ -3,56 +3,51 @@
 //! with a documented code when it must.
 //!
 //! Generic over the WebSocket's `Sink` and `Stream` halves, so the loop does not care whether
-//! it talks to axum's socket or to channels.
+//! it talks to axum's socket or to channels (the unit tests below drive it with channels).
+//! Every write has a deadline: a client that stops reading is closed as slow, never allowed to
+//! hold its task (or its memory) forever.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use liveclass_protocol::server::{Hello, comment_frame_tail};
+use liveclass_protocol::{
+    ClientFrame, CloseReason, FrameError, MessageId, Role, ServerFrame, VERSION, now_ms,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::auth::{Identity, Role};
-use crate::bus::{Health, PodMessage, member_value};
-use crate::config::Limits;
-use crate::hub::{CloseSignal, ConnId, Hub, Outbound};
-use crate::metrics::{Metrics, ReasonLabel, TypeLabel};
-use crate::protocol::{
-    ClientFrame, CloseReason, FrameError, MessageId, ServerFrame, VERSION, comment_frame_tail,
-    error_frame, now_ms,
-};
+use crate::auth::Identity;
+use crate::bus::{PodMessage, member_value};
+use crate::hub::{CloseSignal, ConnId, Outbound};
+use crate::metrics::{ReasonLabel, TypeLabel};
 use crate::ratelimit::TokenBucket;
-use crate::store::Store;
+use crate::state::{PendingRelease, Seat, ServerState};
+use crate::store::Published;
 
 /// Frames written per flush at most, so one busy client cannot starve its own reads.
 const MAX_BATCH: usize = 512;
 
-/// Everything a connection needs from its server.
-#[derive(Debug)]
-pub struct ServerState {
-    pub pod: String,
-    pub hub: Arc<Hub>,
-    pub store: Store,
-    pub limits: Limits,
-    pub metrics: Arc<Metrics>,
-    pub health: Arc<Health>,
-    /// Cancelled when the server starts draining.
-    pub drain: CancellationToken,
-    pub next_conn: AtomicU64,
-    /// Entries in Redis to remove that could not be removed when their connection closed
-    /// (Redis was away); the liveness loop retries them.
-    pub pending_releases: std::sync::Mutex<Vec<(String, String, String)>>,
+/// How long a joining connection waits for its class's channel to be subscribed.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
+
+/// Where a reconnecting client says it was.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resume {
+    pub since: Option<MessageId>,
+    pub epoch: Option<String>,
 }
 
-/// Runs one connection to its end.
+/// Runs one connection to its end. `seat` holds its place under the server's connection cap.
 pub async fn serve<S, R>(
     state: Arc<ServerState>,
     identity: Identity,
-    since: Option<MessageId>,
+    resume: Resume,
+    seat: Seat,
     sink: S,
     stream: R,
 ) where
@@ -61,22 +56,20 @@ pub async fn serve<S, R>(
 {
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("conn", conn, user = %identity.user, class = %identity.class);
+    let rate = state.limits.connection_rate;
     let mut connection = Connection {
         conn,
         member: member_value(&state.pod, conn),
-        bucket: TokenBucket::new(
-            state.limits.rate,
-            state.limits.burst,
-            std::time::Instant::now(),
-        ),
+        bucket: TokenBucket::new(rate.per_second, rate.burst, std::time::Instant::now()),
         dropped_in_row: 0,
         last_rate_error: None,
         identity,
         state,
         sink,
         stream,
+        _seat: seat,
     };
-    connection.run(since).instrument(span).await;
+    connection.run(resume).instrument(span).await;
 }
 
 struct Connection<S, R> {
@@ -89,6 +82,7 @@ struct Connection<S, R> {
     bucket: TokenBucket,
     dropped_in_row: u32,
     last_rate_error: Option<Instant>,
+    _seat: Seat,
 }
 
 /// How the loop ended.
@@ -99,15 +93,30 @@ enum End {
     Gone,
 }
 
+/// A write that failed or passed its deadline.
+enum WriteError {
+    Failed,
+    TimedOut,
+}
+
+impl From<WriteError> for End {
+    fn from(error: WriteError) -> Self {
+        match error {
+            WriteError::Failed => End::Gone,
+            WriteError::TimedOut => End::Close(CloseReason::SlowConsumer),
+        }
+    }
+}
+
 impl<S, R> Connection<S, R>
 where
     S: Sink<Message, Error = axum::Error> + Unpin,
     R: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
-    async fn run(&mut self, since: Option<MessageId>) {
+    async fn run(&mut self, resume: Resume) {
         let (tx, rx) = mpsc::channel(self.state.limits.send_queue);
         let close = Arc::new(CloseSignal::default());
-        let joined = self.state.hub.join(
+        let subscribed = self.state.hub.join(
             &self.identity.class,
             &self.identity.user,
             self.conn,
@@ -120,7 +129,13 @@ where
             conn: self.conn,
             member: self.member.clone(),
         };
-        let end = match self.start(joined.subscribed, since).await {
+        // A connection replaced (or closed by the drain) while it is still recovering stops
+        // at once instead of finishing a replay nobody will read.
+        let started = tokio::select! {
+            started = self.start(subscribed, resume) => started,
+            reason = close.raised() => Err(End::Close(reason)),
+        };
+        let end = match started {
             Ok(skip_until) => self.main_loop(rx, &close, skip_until).await,
             Err(end) => end,
         };
@@ -134,73 +149,89 @@ where
     async fn start(
         &mut self,
         mut subscribed: watch::Receiver<bool>,
-        since: Option<MessageId>,
+        resume: Resume,
     ) -> Result<Option<MessageId>, End> {
-        let ready = tokio::time::timeout(Duration::from_secs(5), subscribed.wait_for(|s| *s))
+        let ready = tokio::time::timeout(SUBSCRIBE_WAIT, subscribed.wait_for(|s| *s))
             .await
             .is_ok_and(|r| r.is_ok());
         if !ready {
             tracing::warn!("class subscription not confirmed in time");
             return Err(End::Close(CloseReason::Unavailable));
         }
+        let state = self.state.clone();
         let Identity { class, user, .. } = &self.identity;
-        let kick = serde_json::to_string(&PodMessage::Kick {
-            class: class.clone(),
-            user: user.clone(),
-        })
-        .unwrap_or_default();
-        if let Err(e) = self
-            .state
+        let limits = &state.limits;
+        let unavailable = |e: crate::store::StoreError| {
+            state.metrics.redis_error(e.op);
+            End::Close(CloseReason::Unavailable)
+        };
+        state
             .store
-            .claim(class, user, &self.member, &self.state.pod, &kick)
+            .claim(class, user, &self.member, limits.max_connections_per_user)
             .await
-        {
-            self.state.metrics.redis_error(e.op);
-            return Err(End::Close(CloseReason::Unavailable));
-        }
-        let (recovered, frames, skip_until) = match since {
-            None => (true, Vec::new(), None),
-            Some(since) => match self.state.store.history_since(class, since).await {
-                Ok(history) => {
-                    let newest = history.frames.last().map(|(id, _)| *id).unwrap_or(since);
-                    let outcome = if history.complete {
-                        "complete"
-                    } else {
-                        "trimmed"
-                    };
-                    self.state
-                        .metrics
-                        .recoveries
-                        .get_or_create(&ReasonLabel { reason: outcome })
-                        .inc();
-                    (history.complete, history.frames, Some(newest))
-                }
-                Err(e) => {
-                    self.state.metrics.redis_error(e.op);
-                    return Err(End::Close(CloseReason::Unavailable));
-                }
-            },
-        };
-        let hello = ServerFrame::Hello {
-            v: VERSION,
-            server: &self.state.pod,
-            class,
-            user,
-            role: self.identity.role.as_str(),
-            recovered,
-        };
-        let sent = async {
-            self.sink.feed(Message::Text(hello.to_text())).await?;
-            for (_, frame) in frames {
-                self.sink
-                    .feed(Message::Text(Utf8Bytes::from(frame)))
-                    .await?;
+            .map_err(unavailable)?;
+        let (recovered, epoch, last_id, frames, skip_until) = match resume.since {
+            None => {
+                let position = state.store.position(class).await.map_err(unavailable)?;
+                (true, position.epoch, position.last_id, Vec::new(), None)
             }
-            self.sink.flush().await
+            Some(since) => {
+                let recovery = state
+                    .store
+                    .recover(class, since, resume.epoch.as_deref(), limits.max_recovery)
+                    .await
+                    .map_err(unavailable)?;
+                let outcome = if recovery.complete {
+                    "complete"
+                } else {
+                    "incomplete"
+                };
+                state
+                    .metrics
+                    .recoveries
+                    .get_or_create(&ReasonLabel { reason: outcome })
+                    .inc();
+                let newest = recovery.frames.last().map_or(since, |(id, _)| *id);
+                let skip = recovery.complete.then_some(newest);
+                (
+                    recovery.complete,
+                    recovery.epoch,
+                    recovery.last_id,
+                    recovery.frames,
+                    skip,
+                )
+            }
         };
-        match sent.await {
-            Ok(()) => Ok(skip_until),
-            Err(_) => Err(End::Gone),
+        let hello = ServerFrame::Hello(Hello {
+            v: VERSION,
+            server: state.pod.as_str().into(),
+            class: class.as_str().into(),
+            user: user.as_str().into(),
+            role: self.identity.role.as_str().into(),
+            recovered,
+            epoch: epoch.into(),
+            last_id,
+        });
+        let presence = state
+            .hub
+            .last_presence(class)
+            .map(|count| ServerFrame::Presence { count }.to_text());
+        let sink = &mut self.sink;
+        let written = tokio::time::timeout(limits.write_timeout, async {
+            sink.feed(Message::Text(hello.to_text().into())).await?;
+            for (_, frame) in frames {
+                sink.feed(Message::Text(Utf8Bytes::from(frame))).await?;
+            }
+            if let Some(presence) = presence {
+                sink.feed(Message::Text(presence.into())).await?;
+            }
+            sink.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(skip_until),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => Err(End::Close(CloseReason::SlowConsumer)),
         }
     }
 
@@ -232,9 +263,10 @@ where
         let close_raised = close.raised();
         tokio::pin!(close_raised);
 
+        // Not `biased`: under a send queue that never empties, reads, pings and the idle check
+        // still get their turn.
         loop {
             tokio::select! {
-                biased;
                 reason = &mut close_raised => return End::Close(reason),
                 () = &mut expiry => return End::Close(CloseReason::TokenExpired),
                 () = &mut drain_started, if !draining => {
@@ -246,147 +278,169 @@ where
                 () = &mut reconnect_at, if draining => {
                     let after_ms = fastrand::u64(0..=1000);
                     let frame = ServerFrame::Reconnect { after_ms }.to_text();
-                    if self.sink.send(Message::Text(frame)).await.is_err() {
-                        return End::Gone;
+                    if let Err(e) = self.send(Message::Text(frame.into())).await {
+                        return e.into();
                     }
                     return End::Close(CloseReason::Draining);
                 }
                 outbound = rx.recv() => {
+                    // The hub holds the sender for as long as the member is joined.
                     let Some(outbound) = outbound else { return End::Close(CloseReason::Internal) };
-                    // A client that stopped reading blocks this write once its TCP buffers are
-                    // full; the hub's close signal must still end it. Its socket cannot take a
-                    // close frame then, so the connection is dropped.
                     tokio::select! {
                         written = self.write_batch(outbound, &mut rx, skip_until) => {
-                            if written.is_err() {
-                                return End::Gone;
+                            if let Err(e) = written {
+                                return e.into();
                             }
                         }
-                        reason = &mut close_raised => {
-                            self.state.metrics.close(reason.as_str());
-                            return End::Gone;
-                        }
+                        reason = &mut close_raised => return End::Close(reason),
                     }
                 }
                 incoming = self.stream.next() => {
-                    match incoming {
+                    let message = match incoming {
                         None => return End::Gone,
                         Some(Err(e)) => return if is_too_large(e) { End::Close(CloseReason::FrameTooLarge) } else { End::Gone },
-                        Some(Ok(message)) => {
-                            last_heard = Instant::now();
-                            match message {
-                                Message::Text(text) => {
-                                    if let Some(end) = self.on_text(&text).await {
-                                        return end;
-                                    }
-                                }
-                                Message::Binary(_) => {
-                                    if self.reply(error_frame(&FrameError::BinaryUnsupported)).await.is_err() {
-                                        return End::Gone;
-                                    }
-                                }
-                                Message::Close(_) => return End::Gone,
-                                Message::Ping(_) | Message::Pong(_) => {}
-                            }
-                        }
+                        Some(Ok(message)) => message,
+                    };
+                    last_heard = Instant::now();
+                    let end = match message {
+                        Message::Text(text) => self.on_frame(Some(&text)).await,
+                        Message::Binary(_) => self.on_frame(None).await,
+                        Message::Close(_) => return End::Gone,
+                        Message::Ping(_) | Message::Pong(_) => None,
+                    };
+                    if let Some(end) = end {
+                        return end;
                     }
                 }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > limits.idle_timeout {
                         return End::Close(CloseReason::Idle);
                     }
-                    if self.sink.send(Message::Ping(Default::default())).await.is_err() {
-                        return End::Gone;
+                    if let Err(e) = self.send(Message::Ping(Default::default())).await {
+                        return e.into();
                     }
                 }
             }
         }
     }
 
+    /// One message, with the write deadline.
+    async fn send(&mut self, message: Message) -> Result<(), WriteError> {
+        match tokio::time::timeout(self.state.limits.write_timeout, self.sink.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(WriteError::Failed),
+            Err(_) => Err(WriteError::TimedOut),
+        }
+    }
+
     /// Writes `first` and whatever else is queued, then flushes once: under load, frames
-    /// coalesce into few writes instead of one system call each.
+    /// coalesce into few writes instead of one system call each. One deadline for the lot.
     async fn write_batch(
         &mut self,
         first: Outbound,
         rx: &mut mpsc::Receiver<Outbound>,
         skip_until: Option<MessageId>,
-    ) -> Result<(), axum::Error> {
-        let mut next = Some(first);
-        let mut written = 0;
-        while let Some(outbound) = next.take() {
-            let text = match outbound {
-                Outbound::Comment(id, _) if skip_until.is_some_and(|skip| id <= skip) => None,
-                Outbound::Comment(_, text) | Outbound::Frame(text) => Some(text),
-            };
-            if let Some(text) = text {
-                self.sink.feed(Message::Text(text)).await?;
-                written += 1;
+    ) -> Result<(), WriteError> {
+        let sink = &mut self.sink;
+        let written = tokio::time::timeout(self.state.limits.write_timeout, async {
+            let mut next = Some(first);
+            let mut written = 0;
+            while let Some(outbound) = next.take() {
+                let text = match outbound {
+                    Outbound::Comment(id, _) if skip_until.is_some_and(|skip| id <= skip) => None,
+                    Outbound::Comment(_, text) | Outbound::Frame(text) => Some(text),
+                };
+                if let Some(text) = text {
+                    sink.feed(Message::Text(text)).await?;
+                    written += 1;
+                }
+                if written < MAX_BATCH {
+                    next = rx.try_recv().ok();
+                }
             }
-            if written < MAX_BATCH {
-                next = rx.try_recv().ok();
-            }
+            sink.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(WriteError::Failed),
+            Err(_) => Err(WriteError::TimedOut),
         }
-        self.sink.flush().await
     }
 
-    async fn reply(&mut self, frame: Utf8Bytes) -> Result<(), axum::Error> {
-        self.sink.send(Message::Text(frame)).await
-    }
-
-    /// Handles one text frame; `Some` ends the connection.
-    async fn on_text(&mut self, text: &str) -> Option<End> {
+    /// Handles one client frame (`None`: a binary one); `Some` ends the connection. Every
+    /// frame, text or binary, counts against the connection's rate.
+    async fn on_frame(&mut self, text: Option<&str>) -> Option<End> {
         let metrics = self.state.metrics.clone();
         if !self.bucket.try_take(std::time::Instant::now()) {
             metrics.dropped("rate_limited");
             self.dropped_in_row += 1;
-            if self.dropped_in_row > self.state.limits.burst.saturating_mul(10) {
+            if self.dropped_in_row > self.state.limits.connection_rate.burst.saturating_mul(10) {
                 return Some(End::Close(CloseReason::Flood));
             }
             let due = self
                 .last_rate_error
                 .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
-            if due {
-                self.last_rate_error = Some(Instant::now());
-                return self
-                    .reply(error_frame(&FrameError::RateLimited))
-                    .await
-                    .err()
-                    .map(|_| End::Gone);
+            if !due {
+                return None;
             }
-            return None;
+            self.last_rate_error = Some(Instant::now());
+            return self.refuse(&FrameError::RateLimited, None).await;
         }
         self.dropped_in_row = 0;
-        let outcome = match ClientFrame::parse(text) {
-            Ok(frame) => {
-                metrics
-                    .frames_received
-                    .get_or_create(&TypeLabel {
-                        r#type: frame.kind(),
-                    })
-                    .inc();
-                self.act(frame).await
-            }
+        let Some(text) = text else {
+            metrics
+                .frames_received
+                .get_or_create(&TypeLabel { r#type: "binary" })
+                .inc();
+            return self.refuse(&FrameError::BinaryUnsupported, None).await;
+        };
+        let frame = match ClientFrame::parse(text) {
+            Ok(frame) => frame,
             Err(e) => {
                 metrics
                     .frames_received
                     .get_or_create(&TypeLabel { r#type: "invalid" })
                     .inc();
-                Err(e)
+                return self.refuse(&e, None).await;
             }
         };
-        let reply = match outcome {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return None,
-            Err(e) => {
-                metrics.dropped(e.code());
-                error_frame(&e)
-            }
+        metrics
+            .frames_received
+            .get_or_create(&TypeLabel {
+                r#type: frame.kind(),
+            })
+            .inc();
+        let reference = match &frame {
+            ClientFrame::Comment { reference, .. } => reference.clone(),
+            _ => None,
         };
-        self.reply(reply).await.err().map(|_| End::Gone)
+        match self.act(frame).await {
+            Ok(None) => None,
+            Ok(Some(reply)) => self
+                .send(Message::Text(reply.into()))
+                .await
+                .err()
+                .map(End::from),
+            Err(e) => self.refuse(&e, reference.as_deref()).await,
+        }
+    }
+
+    async fn refuse(&mut self, error: &FrameError, reference: Option<&str>) -> Option<End> {
+        self.state.metrics.dropped(error.code());
+        let frame = ServerFrame::Error {
+            code: error.code().into(),
+            message: error.to_string().into(),
+            reference: reference.map(Into::into),
+        };
+        self.send(Message::Text(frame.to_text().into()))
+            .await
+            .err()
+            .map(End::from)
     }
 
     /// Carries out a valid client frame; returns a frame to send back to this client, if any.
-    async fn act(&mut self, frame: ClientFrame) -> Result<Option<Utf8Bytes>, FrameError> {
+    async fn act(&mut self, frame: ClientFrame) -> Result<Option<String>, FrameError> {
         let state = self.state.clone();
         let Identity {
             class,
@@ -395,10 +449,8 @@ where
             role,
             ..
         } = &self.identity;
-        if matches!(
-            frame,
-            ClientFrame::Comment { .. } | ClientFrame::React { .. } | ClientFrame::Dm { .. }
-        ) && !state.health.redis_up()
+        if !matches!(frame, ClientFrame::Ping | ClientFrame::React { .. })
+            && !state.health.redis_up()
         {
             return Err(FrameError::Unavailable);
         }
@@ -416,73 +468,83 @@ where
                     now_ms(),
                     reference.as_deref(),
                 );
-                state
+                let published = state
                     .store
-                    .publish_comment(class, &tail)
+                    .publish_comment(
+                        class,
+                        user,
+                        reference.as_deref(),
+                        &tail,
+                        &state.limits,
+                        *role == Role::Student,
+                    )
                     .await
                     .map_err(unavailable)?;
-                state
-                    .metrics
-                    .messages_published
-                    .get_or_create(&TypeLabel { r#type: "comment" })
-                    .inc();
-                Ok(None)
-            }
-            ClientFrame::React { emoji } => {
-                let frame = ServerFrame::React {
-                    from: user,
-                    emoji: &emoji,
-                    ts: now_ms(),
+                let (label, duplicate) = match published {
+                    Published::Stored(_) => ("comment", None),
+                    Published::Duplicate(id) => ("comment_duplicate", Some(id)),
+                    Published::RateLimited(_) => return Err(FrameError::RateLimited),
+                    Published::SlowMode(_) => return Err(FrameError::SlowMode),
                 };
                 state
-                    .store
-                    .publish_ephemeral(class, &frame.to_text())
-                    .await
-                    .map_err(unavailable)?;
-                state
                     .metrics
                     .messages_published
-                    .get_or_create(&TypeLabel { r#type: "react" })
+                    .get_or_create(&TypeLabel { r#type: label })
                     .inc();
+                // A retry of a stored comment gets the stored one back, to its sender only, so
+                // the sender can confirm it (clients drop it by id if they already had it).
+                match duplicate {
+                    Some(id) => state.store.comment(class, id).await.map_err(unavailable),
+                    None => Ok(None),
+                }
+            }
+            ClientFrame::React { emoji } => {
+                if !state.hub.add_reaction(class, &emoji) {
+                    state.metrics.reactions_dropped.inc();
+                }
                 Ok(None)
             }
             ClientFrame::Dm { to, text } => {
                 if *role != Role::Teacher {
                     return Err(FrameError::Forbidden);
                 }
-                let frame = ServerFrame::Dm {
-                    from: user,
-                    name: name.as_deref(),
-                    text: &text,
+                let frame = ServerFrame::Dm(liveclass_protocol::server::Dm {
+                    from: user.as_str().into(),
+                    name: name.as_deref().map(Into::into),
+                    text: text.as_str().into(),
                     ts: now_ms(),
-                }
+                })
                 .to_text();
                 let message = serde_json::to_string(&PodMessage::Dm {
-                    at: "@AT@".into(),
                     class: class.clone(),
-                    frame: frame.to_string(),
+                    user: to.clone(),
+                    frame,
                 })
                 .unwrap_or_default();
-                let sent = state
+                let reached = state
                     .store
-                    .send_direct(class, &to, &message)
+                    .send_direct(class, user, &to, &message, state.limits.user_publish)
                     .await
                     .map_err(unavailable)?;
-                if !sent {
-                    return Err(FrameError::RecipientOffline);
+                match reached {
+                    None => Err(FrameError::RateLimited),
+                    Some(0) => Err(FrameError::RecipientOffline),
+                    Some(_) => {
+                        state
+                            .metrics
+                            .messages_published
+                            .get_or_create(&TypeLabel { r#type: "dm" })
+                            .inc();
+                        Ok(None)
+                    }
                 }
-                state
-                    .metrics
-                    .messages_published
-                    .get_or_create(&TypeLabel { r#type: "dm" })
-                    .inc();
-                Ok(None)
             }
         }
     }
 
     /// Sends the close frame, then waits briefly for the client's own close, so that unread
-    /// client data does not turn our close into a reset that loses the close frame.
+    /// client data does not turn our close into a reset that loses the close frame. A client
+    /// that cannot take the close frame in time is dropped.
     async fn close(&mut self, reason: CloseReason) {
         self.state.metrics.close(reason.as_str());
         tracing::debug!(reason = reason.as_str(), "closing");
@@ -490,7 +552,11 @@ where
             code: reason.code(),
             reason: Utf8Bytes::from_static(reason.as_str()),
         };
-        if self.sink.send(Message::Close(Some(frame))).await.is_err() {
+        let deadline = self.state.limits.write_timeout.min(Duration::from_secs(2));
+        let sent = tokio::time::timeout(deadline, self.sink.send(Message::Close(Some(frame))))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !sent {
             return;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -516,19 +582,20 @@ impl Drop for LeaveGuard {
     fn drop(&mut self) {
         let state = self.state.clone();
         state.hub.leave(&self.identity.class, self.conn);
-        let (class, user, member) = (
-            self.identity.class.clone(),
-            self.identity.user.clone(),
-            self.member.clone(),
-        );
-        tokio::spawn(async move {
-            if let Err(e) = state.store.release(&class, &user, &member).await {
+        let release = PendingRelease {
+            class: self.identity.class.clone(),
+            user: self.identity.user.clone(),
+            member: self.member.clone(),
+        };
+        // Tracked, so a drain waits for it before the server removes its own traces.
+        self.state.tasks.spawn(async move {
+            if let Err(e) = state
+                .store
+                .release(&release.class, &release.user, &release.member)
+                .await
+            {
                 state.metrics.redis_error(e.op);
-                let mut pending = state
-                    .pending_releases
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                pending.push((class, user, member));
+                state.defer_release(release);
             }
         });
     }
@@ -544,8 +611,5 @@ fn is_too_large(error: axum::Error) -> bool {
 
 /// Time left until a Unix timestamp (seconds), zero if past.
 fn until_unix(exp: u64) -> Duration {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Duration::from_secs(exp).saturating_sub(now)
+    Duration::from_millis(exp.saturating_mul(1000).saturating_sub(now_ms()))
 }

@@ -1,36 +1,51 @@
-//! The HTTP face of the server: the WebSocket handshake (every check before the upgrade),
-//! the probes and `/metrics`, and the accept loop that bounds how long a client may take to
-//! send its request headers.
+//! The HTTP faces of the server. The students' listener serves the WebSocket handshake (every
+//! check before the upgrade) and the probes, nothing else; the admin listener serves the probes,
+//! `/metrics` and the school's server API, and stays off the balancer. One accept loop serves
+//! both, bounding how long a client may take to send its request headers.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::StreamExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use liveclass_protocol::{HandshakeParams, Refusal};
 use prometheus_client::registry::Registry;
-use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
+use crate::address::{IpNet, client_address};
+use crate::admission::AddressLimiter;
+use crate::api::ApiKeys;
 use crate::auth::TokenVerifier;
-use crate::connection::{self, ServerState};
+use crate::connection::{self, Resume};
 use crate::metrics::ReasonLabel;
-use crate::protocol::MessageId;
+use crate::state::ServerState;
+use crate::store::Admission;
 
 /// What the HTTP handlers share.
 #[derive(Debug)]
 pub struct AppState {
     pub server: Arc<ServerState>,
-    pub verifier: TokenVerifier,
+    pub verifier: Arc<TokenVerifier>,
     pub origins: OriginPolicy,
+    pub trusted_proxies: Vec<IpNet>,
+    pub addresses: AddressLimiter,
     pub registry: Registry,
+    /// The server API's keys (none: the API is off).
+    pub api_keys: Arc<ApiKeys>,
+    /// The one class this server serves, if it serves one.
+    pub class: Option<String>,
+    /// How long the API's `disconnect` keeps a user out by default: the longest a token lives.
+    pub keep_out: Duration,
 }
 
 /// Which browser Origins may open a socket.
@@ -55,10 +70,14 @@ impl OriginPolicy {
 
     /// Requests without an Origin come from non-browser clients, which CORS-style checks do
     /// not protect against anyway; browsers always send one.
-    pub fn allows(&self, origin: Option<&str>) -> bool {
+    pub fn allows(&self, origin: Option<&[u8]>) -> bool {
         match origin {
             None => true,
             Some(origin) => {
+                // A browser's Origin is ASCII; anything else is not on any list.
+                let Ok(origin) = std::str::from_utf8(origin) else {
+                    return false;
+                };
                 self.any
                     || self
                         .allowed
@@ -69,81 +88,122 @@ impl OriginPolicy {
     }
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
+/// The students' listener: `/ws` and the probes.
+pub fn student_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/ws", get(ws_handshake))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .fallback(not_found)
         .with_state(state)
 }
 
-#[derive(Debug, Deserialize)]
-struct WsParams {
-    token: Option<String>,
-    since: Option<String>,
+/// The admin listener: the probes, `/metrics` and the school's server API.
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(crate::api::router())
+        .fallback(not_found)
+        .with_state(state)
 }
 
-fn refuse(state: &AppState, status: StatusCode, reason: &'static str, message: String) -> Response {
-    state
-        .server
-        .metrics
-        .handshake_rejections
-        .get_or_create(&ReasonLabel { reason })
-        .inc();
-    let body = serde_json::json!({ "error": reason, "message": message });
+async fn not_found() -> Response {
     (
-        status,
+        StatusCode::NOT_FOUND,
         [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
+        r#"{"error":"not_found","message":"no such endpoint"}"#,
     )
         .into_response()
 }
 
+/// The TCP peer of a request, put there by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+fn refuse(state: &AppState, refusal: Refusal) -> Response {
+    state
+        .server
+        .metrics
+        .handshake_rejections
+        .get_or_create(&ReasonLabel {
+            reason: refusal.reason(),
+        })
+        .inc();
+    let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        refusal.body(),
+    )
+        .into_response();
+    if refusal.retryable() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    response
+}
+
 async fn ws_handshake(
     State(state): State<Arc<AppState>>,
-    Query(params): Query<WsParams>,
+    RawQuery(query): RawQuery,
+    axum::Extension(Peer(peer)): axum::Extension<Peer>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    let params = match HandshakeParams::parse(query.as_deref()) {
+        Ok(params) => params,
+        Err(refusal) => return refuse(&state, refusal),
+    };
+    let origin = headers.get(header::ORIGIN).map(|o| o.as_bytes());
     if !state.origins.allows(origin) {
-        return refuse(
-            &state,
-            StatusCode::FORBIDDEN,
-            "origin",
-            format!("origin {origin:?} is not allowed to connect"),
-        );
+        return refuse(&state, Refusal::Origin);
+    }
+    let address: IpAddr = client_address(peer.ip(), &headers, &state.trusted_proxies);
+    if !state.addresses.allow(address, std::time::Instant::now()) {
+        return refuse(&state, Refusal::TooManyFromAddress);
     }
     let identity = match state
         .verifier
         .verify(params.token.as_deref().unwrap_or_default())
     {
         Ok(identity) => identity,
-        Err(e) => return refuse(&state, StatusCode::UNAUTHORIZED, e.reason(), e.to_string()),
+        Err(refusal) => return refuse(&state, refusal),
     };
-    let since = match params.since.as_deref().map(str::parse::<MessageId>) {
-        None => None,
-        Some(Ok(id)) => Some(id),
-        Some(Err(())) => {
-            return refuse(
-                &state,
-                StatusCode::BAD_REQUEST,
-                "bad_since",
-                "since must be a message id like 1764300000000-0".into(),
-            );
-        }
-    };
-    if let Some(why) = state.server.health.not_ready_reason() {
-        return refuse(
-            &state,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            format!("this server is not taking clients ({why}); try another"),
-        );
-    }
-    let limits = &state.server.limits;
     let server = state.server.clone();
+    if let Some(why) = server.health.not_ready_reason() {
+        tracing::debug!(why, "refusing a handshake: not ready");
+        return refuse(&state, Refusal::NotReady);
+    }
+    let Some(seat) = server.take_seat() else {
+        return refuse(&state, Refusal::Full);
+    };
+    let limits = &server.limits;
+    match server
+        .store
+        .admit(
+            &identity.class,
+            &identity.user,
+            limits.handshake_window,
+            limits.user_handshakes,
+        )
+        .await
+    {
+        Ok(Admission::Admitted) => {}
+        Ok(Admission::Kicked) => return refuse(&state, Refusal::Kicked),
+        Ok(Admission::TooMany) => return refuse(&state, Refusal::TooManyForUser),
+        Err(e) => {
+            server.metrics.redis_error(e.op);
+            return refuse(&state, Refusal::NotReady);
+        }
+    }
+    let resume = Resume {
+        since: params.since,
+        epoch: params.epoch,
+    };
+    let tasks = server.tasks.clone();
     upgrade
         .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
@@ -154,7 +214,10 @@ async fn ws_handshake(
         .max_write_buffer_size(4 * 1024 * 1024)
         .on_upgrade(move |socket| {
             let (sink, stream) = socket.split();
-            connection::serve(server, identity, since, sink, stream)
+            // Tracked, so the drain can wait for every connection's end.
+            tasks.track_future(connection::serve(
+                server, identity, resume, seat, sink, stream,
+            ))
         })
 }
 
@@ -197,8 +260,8 @@ pub async fn accept_loop(
             accepted = listener.accept() => accepted,
             () = stop.cancelled() => return,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
@@ -207,7 +270,12 @@ pub async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
+        let service = tower::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(Peer(peer));
+            app.clone().oneshot(request)
+        });
+        let service = TowerToHyperService::new(service);
         tokio::spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -229,9 +297,10 @@ mod tests {
     fn origin_policy() {
         let policy = OriginPolicy::new(&["https://school.example/".into()]);
         assert!(policy.allows(None));
-        assert!(policy.allows(Some("https://school.example")));
-        assert!(!policy.allows(Some("https://evil.example")));
-        assert!(OriginPolicy::new(&["*".into()]).allows(Some("https://any.example")));
-        assert!(!OriginPolicy::new(&[]).allows(Some("https://school.example")));
+        assert!(policy.allows(Some(b"https://school.example")));
+        assert!(!policy.allows(Some(b"https://evil.example")));
+        assert!(!policy.allows(Some(b"https://school.example\xff")));
+        assert!(OriginPolicy::new(&["*".into()]).allows(Some(b"https://any.example")));
+        assert!(!OriginPolicy::new(&[]).allows(Some(b"https://school.example")));
     }
 }

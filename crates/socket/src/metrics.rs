@@ -1,5 +1,6 @@
 //! Prometheus metrics of one server, served as text on `/metrics`.
 
+use liveclass_protocol::server::GapReason;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -26,6 +27,12 @@ pub struct OpLabel {
     pub op: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabel {
+    pub endpoint: &'static str,
+    pub code: &'static str,
+}
+
 /// Every metric the server exports.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -40,7 +47,11 @@ pub struct Metrics {
     pub redis_errors: Family<OpLabel, Counter>,
     pub redis_up: Gauge,
     pub recoveries: Family<ReasonLabel, Counter>,
+    pub gaps: Family<ReasonLabel, Counter>,
     pub dead_pod_sessions_removed: Counter,
+    pub reregistrations: Counter,
+    pub reactions_dropped: Counter,
+    pub api_requests: Family<ApiLabel, Counter>,
 }
 
 impl Metrics {
@@ -54,7 +65,8 @@ impl Metrics {
         );
         r.register(
             "class_connections",
-            "Open WebSocket connections per class",
+            "Open WebSocket connections per class (while the class has members here; classes past \
+             --max-class-metrics are summed under class=\"_other\")",
             self.class_connections.clone(),
         );
         r.register(
@@ -99,6 +111,27 @@ impl Metrics {
             self.recoveries.clone(),
         );
         r.register(
+            "gaps",
+            "Gap frames sent to a class's members after an outage, by reason",
+            self.gaps.clone(),
+        );
+        r.register(
+            "reregistrations",
+            "Times this server found Redis had forgotten it (reaped while alive, or Redis lost \
+             its data) and recorded its connections again",
+            self.reregistrations.clone(),
+        );
+        r.register(
+            "reactions_dropped",
+            "Reactions not counted because their tick already held the most distinct emoji",
+            self.reactions_dropped.clone(),
+        );
+        r.register(
+            "api_requests",
+            "Calls of the school's server API, by endpoint and outcome (ok or the error code)",
+            self.api_requests.clone(),
+        );
+        r.register(
             "dead_pod_sessions_removed",
             "Sessions of crashed servers removed by this server",
             self.dead_pod_sessions_removed.clone(),
@@ -111,6 +144,14 @@ impl Metrics {
 
     pub fn close(&self, reason: &'static str) {
         self.closes.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn gap(&self, reason: GapReason) {
+        let reason = match reason {
+            GapReason::HistoryLost => "history_lost",
+            GapReason::Trimmed => "trimmed",
+        };
+        self.gaps.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     pub fn redis_error(&self, op: &'static str) {

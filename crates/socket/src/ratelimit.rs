@@ -1,4 +1,5 @@
-//! A token bucket per connection: a sustained rate with a burst, fed by a monotonic clock.
+//! A local token bucket (per connection, per source address): a sustained rate with a burst,
+//! fed by a monotonic clock. Limits shared across servers live in Redis (see `store`).
 
 use std::time::Instant;
 
@@ -20,6 +21,12 @@ impl TokenBucket {
             tokens: burst,
             last: now,
         }
+    }
+
+    /// Whether the bucket is back to its full burst at `now` (nothing to remember about it).
+    pub fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.burst
     }
 
     /// Takes one token if there is one.

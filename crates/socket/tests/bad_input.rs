@@ -7,8 +7,9 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::*;
+use liveclass_protocol::{Claims, Role};
 use liveclass_testkit::client::ClientError;
-use liveclass_testkit::token::{Claims, now};
+use liveclass_testkit::token::{claims, now};
 use liveclass_testkit::{TestClient, TokenMinter};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -39,16 +40,13 @@ async fn bad_handshakes_are_refused_before_the_upgrade() {
     );
 
     let expired = minter().mint(&Claims {
-        sub: "u".into(),
-        class: "c".into(),
-        role: "student".into(),
         exp: now() - 60,
-        name: None,
+        ..claims("u", "c", Role::Student)
     });
     let (status, body) = refused(TestClient::connect(&url, &expired, None).await);
     assert_eq!((status, body["error"].as_str()), (401, Some("expired")));
 
-    let forged = TokenMinter::new("someone-elses-secret-0123456789").student("u", "c");
+    let forged = TokenMinter::new("someone-elses-secret-0123456789-abcdef").student("u", "c");
     let (status, body) = refused(TestClient::connect(&url, &forged, None).await);
     assert_eq!(
         (status, body["error"].as_str()),
@@ -229,6 +227,12 @@ async fn a_client_that_stops_reading_is_closed_as_slow() {
             "100000",
             "--burst",
             "100000",
+            "--user-rate",
+            "100000",
+            "--user-burst",
+            "100000",
+            "--write-timeout",
+            "2s",
         ])
         .start()
         .unwrap();
@@ -254,7 +258,16 @@ async fn a_client_that_stops_reading_is_closed_as_slow() {
         comments(&mut keen, 200).await;
         comments(&mut speaker, 200).await;
     }
-    assert!(metric(&server, "liveclass_connections ").unwrap() <= 2.0);
+    // Its task ends once the close frame is written or the write deadline passes (its socket
+    // is full, so the deadline).
+    liveclass_testkit::wait::until(
+        "the slow connection gone",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async { (metric(&server, "liveclass_connections ")? <= 2.0).then_some(()) },
+    )
+    .await
+    .unwrap();
     drop(slow);
     speaker.send_json(&comment("after")).await.unwrap();
     assert_eq!(keen.recv_type("comment", T).await.unwrap()["text"], "after");

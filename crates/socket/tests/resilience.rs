@@ -62,14 +62,14 @@ async fn redis_restarting_mid_class_is_survived() {
     on_b.send_json(&json!({"t":"dm","to":"s1","text":"welcome back"}))
         .await
         .unwrap();
+    // Ready means its connections are known again: a direct message finds them at once.
     assert_eq!(
         on_a.recv_type("dm", T).await.unwrap()["text"],
         "welcome back"
     );
     assert!(
-        a.get("/metrics")
+        a.metrics()
             .unwrap()
-            .1
             .contains("liveclass_redis_errors_total")
     );
 }

@@ -83,9 +83,31 @@ pub async fn nothing_of(client: &mut TestClient, kind: &str, wait: Duration) {
 
 /// The value of a metric line (first sample whose line starts with `prefix`).
 pub fn metric(server: &SocketServer, prefix: &str) -> Option<f64> {
-    let (_, body) = server.get("/metrics").ok()?;
-    body.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    server.metric(prefix)
+}
+
+/// Reads frames until one of type `kind` arrives whose `field` equals `value`.
+pub async fn until_frame(
+    client: &mut TestClient,
+    kind: &str,
+    field: &str,
+    value: Value,
+    within: Duration,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let frame = client
+            .recv_type(kind, left)
+            .await
+            .unwrap_or_else(|e| panic!("no {kind} with {field} = {value}: {e}"));
+        if frame[field] == value {
+            return frame;
+        }
+    }
+}
+
+/// Waits until the presence count a client sees is `count`.
+pub async fn wait_presence(client: &mut TestClient, count: u64, within: Duration) {
+    until_frame(client, "presence", "count", json!(count), within).await;
 }
