@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::process::{ManagedChild, ProcessError, free_port, start_on_free_port};
-use crate::socket::http_get;
+use crate::http::http_get;
+use crate::process::{ManagedChild, ProcessError, cached_binary, free_port, start_on_free_port};
 
 /// The repository root (the folder holding `Caddyfile` and `scripts/`).
 fn repo_root() -> PathBuf {
@@ -20,36 +20,7 @@ fn repo_root() -> PathBuf {
 /// Where the `caddy` binary is: `LIVECLASS_CADDY`, else what `scripts/caddy-binary --print-path`
 /// prints (it builds the pinned Caddy once, into a cache outside the repo, if it is missing).
 pub fn caddy_binary() -> Result<PathBuf, ProcessError> {
-    if let Some(path) = std::env::var_os("LIVECLASS_CADDY") {
-        return Ok(PathBuf::from(path));
-    }
-    let script = repo_root().join("scripts/caddy-binary");
-    let output = Command::new("bash")
-        .arg(&script)
-        .arg("--print-path")
-        .output()
-        .map_err(|e| ProcessError::Missing {
-            what: "caddy".into(),
-            hint: format!(
-                "cannot run {}: {e}; set LIVECLASS_CADDY to a caddy binary",
-                script.display()
-            ),
-        })?;
-    let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    if !output.status.success() || path.is_empty() {
-        return Err(ProcessError::Missing {
-            what: "caddy".into(),
-            hint: format!(
-                "scripts/caddy-binary failed ({}): {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            ),
-        });
-    }
-    Ok(PathBuf::from(path))
+    cached_binary("caddy", "LIVECLASS_CADDY", "caddy-binary")
 }
 
 /// How to start Caddy.

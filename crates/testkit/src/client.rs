@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::net::TcpStream;
+use std::net::IpAddr;
+
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -39,6 +41,27 @@ pub struct TestClient {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
 
+/// Everything a test may vary about a connection.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    pub token: String,
+    pub since: Option<String>,
+    pub epoch: Option<String>,
+    pub origin: Option<String>,
+    /// Source address to connect from (another loopback address, 127.0.0.2 and up, acts as
+    /// another client machine).
+    pub source: Option<IpAddr>,
+}
+
+impl ConnectOptions {
+    pub fn token(token: impl Into<String>) -> Self {
+        Self {
+            token: token.into(),
+            ..Self::default()
+        }
+    }
+}
+
 impl TestClient {
     /// Connects to `ws_url` (`ws://host:port/ws`) with `token` and an optional `since`.
     pub async fn connect(
@@ -46,7 +69,9 @@ impl TestClient {
         token: &str,
         since: Option<&str>,
     ) -> Result<Self, ClientError> {
-        Self::connect_with_origin(ws_url, token, since, None).await
+        let mut options = ConnectOptions::token(token);
+        options.since = since.map(str::to_owned);
+        Self::connect_with(ws_url, &options).await
     }
 
     /// Like [`connect`](Self::connect), sending an `Origin` header.
@@ -56,23 +81,77 @@ impl TestClient {
         since: Option<&str>,
         origin: Option<&str>,
     ) -> Result<Self, ClientError> {
-        let mut url = format!("{ws_url}?token={token}");
-        if let Some(since) = since {
-            url.push_str("&since=");
-            url.push_str(since);
+        let mut options = ConnectOptions::token(token);
+        options.since = since.map(str::to_owned);
+        options.origin = origin.map(str::to_owned);
+        Self::connect_with(ws_url, &options).await
+    }
+
+    /// Connects with every option a test may set.
+    pub async fn connect_with(ws_url: &str, options: &ConnectOptions) -> Result<Self, ClientError> {
+        let mut pairs = vec![("token", options.token.clone())];
+        if let Some(since) = &options.since {
+            pairs.push(("since", since.clone()));
         }
-        Self::connect_url(&url, origin).await
+        if let Some(epoch) = &options.epoch {
+            pairs.push(("epoch", epoch.clone()));
+        }
+        let query = pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={}", urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        Self::connect_url_from(
+            &format!("{ws_url}?{query}"),
+            options.origin.as_deref(),
+            options.source,
+        )
+        .await
     }
 
     /// Connects to a full URL as given (for malformed-query tests).
     pub async fn connect_url(url: &str, origin: Option<&str>) -> Result<Self, ClientError> {
+        Self::connect_url_from(url, origin, None).await
+    }
+
+    async fn connect_url_from(
+        url: &str,
+        origin: Option<&str>,
+        source: Option<IpAddr>,
+    ) -> Result<Self, ClientError> {
         let mut request = url.into_client_request()?;
         if let Some(origin) = origin {
             let value = HeaderValue::from_str(origin)
                 .map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
             request.headers_mut().insert("origin", value);
         }
-        match tokio_tungstenite::connect_async(request).await {
+        let connected = match source {
+            None => tokio_tungstenite::connect_async(request).await,
+            Some(source) => {
+                let uri = request.uri();
+                let host = uri.host().unwrap_or("127.0.0.1").to_string();
+                let port = uri.port_u16().unwrap_or(80);
+                let target: std::net::SocketAddr = format!("{host}:{port}")
+                    .parse()
+                    .map_err(|e| std::io::Error::other(format!("{host}:{port}: {e}")))
+                    .map_err(tungstenite::Error::Io)?;
+                let socket = if target.is_ipv4() {
+                    TcpSocket::new_v4()
+                } else {
+                    TcpSocket::new_v6()
+                }
+                .map_err(tungstenite::Error::Io)?;
+                socket
+                    .bind(std::net::SocketAddr::new(source, 0))
+                    .map_err(tungstenite::Error::Io)?;
+                let stream = socket
+                    .connect(target)
+                    .await
+                    .map_err(tungstenite::Error::Io)?;
+                tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await
+            }
+        };
+        match connected {
             Ok((ws, _)) => Ok(Self { ws }),
             Err(tungstenite::Error::Http(response)) => {
                 let status = response.status().as_u16();
@@ -171,4 +250,17 @@ impl TestClient {
 
 fn close_parts(frame: CloseFrame) -> (u16, String) {
     (u16::from(frame.code), frame.reason.to_string())
+}
+
+/// Percent-encodes a query value (tokens are URL-safe already; ids may hold `/`).
+fn urlencode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -185,6 +185,44 @@ pub fn accepts(addr: SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)).is_ok()
 }
 
+/// A binary the project builds once into its cache: the path in `env`, else what
+/// `scripts/<script> --print-path` prints (the script builds it if it is missing).
+pub fn cached_binary(what: &str, env: &str, script: &str) -> Result<PathBuf, ProcessError> {
+    if let Some(path) = std::env::var_os(env) {
+        return Ok(PathBuf::from(path));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts")
+        .join(script);
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg("--print-path")
+        .output()
+        .map_err(|e| ProcessError::Missing {
+            what: what.into(),
+            hint: format!(
+                "cannot run {}: {e}; set {env} to a {what} binary",
+                script.display()
+            ),
+        })?;
+    let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if !output.status.success() || path.is_empty() {
+        return Err(ProcessError::Missing {
+            what: what.into(),
+            hint: format!(
+                "{} failed ({}): {}",
+                script.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ),
+        });
+    }
+    Ok(PathBuf::from(path))
+}
+
 /// Finds an executable on `PATH` or in the usual system folders.
 pub fn find_executable(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();

@@ -3,14 +3,14 @@
 //! Tests run the binary rather than the library in-process because what they check — a pod
 //! killed without clean-up, SIGTERM draining, the command-line flags — is about the process.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::http::http_get;
 use crate::process::{ManagedChild, ProcessError, start_on_free_port};
 use crate::wait::until_blocking;
 
@@ -92,15 +92,18 @@ impl SocketServerBuilder {
         let secret_file = dir.path().join("secret");
         std::fs::write(&secret_file, &self.secret)?;
         let log = dir.path().join("socket.log");
-        let (child, port, ()) = start_on_free_port(
+        let (child, port, admin_port) = start_on_free_port(
             "liveclass-socket",
             &log,
             Duration::from_secs(15),
             |port| {
+                let admin_port = crate::process::free_port()?;
                 let mut command = Command::new(&binary);
                 command
                     .arg("--listen")
                     .arg(format!("127.0.0.1:{port}"))
+                    .arg("--admin-listen")
+                    .arg(format!("127.0.0.1:{admin_port}"))
                     .arg("--redis-url")
                     .arg(&self.redis_url)
                     .arg("--pod-id")
@@ -112,12 +115,14 @@ impl SocketServerBuilder {
                         "RUST_LOG",
                         std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
                     );
-                Ok((command, ()))
+                Ok((command, admin_port))
             },
             |port| matches!(http_get(loopback(port), "/healthz"), Ok((200, _))),
         )?;
         Ok(SocketServer {
             addr: loopback(port),
+            admin_addr: loopback(admin_port),
+            secret_file,
             pod_id: self.pod_id,
             child,
             _dir: dir,
@@ -133,6 +138,8 @@ fn loopback(port: u16) -> SocketAddr {
 #[derive(Debug)]
 pub struct SocketServer {
     addr: SocketAddr,
+    admin_addr: SocketAddr,
+    secret_file: PathBuf,
     pod_id: String,
     child: ManagedChild,
     _dir: tempfile::TempDir,
@@ -152,9 +159,43 @@ impl SocketServer {
         format!("ws://{}/ws", self.addr)
     }
 
-    /// A plain HTTP GET against the server: `(status, body)`.
+    /// The admin listener (`/metrics`, probes, the server API).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// A plain HTTP GET against the students' listener: `(status, body)`.
     pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
         http_get(self.addr, path)
+    }
+
+    /// A plain HTTP GET against the admin listener: `(status, body)`.
+    pub fn admin_get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        http_get(self.admin_addr, path)
+    }
+
+    /// The file the server reads its token secret from (rewrite it to rotate the secret).
+    pub fn secret_file(&self) -> &std::path::Path {
+        &self.secret_file
+    }
+
+    /// Sends a signal (SIGSTOP/SIGCONT to stall and resume the server).
+    pub fn signal(&self, signal: Signal) -> std::io::Result<()> {
+        self.child.signal(signal)
+    }
+
+    /// The server's `/metrics` text.
+    pub fn metrics(&self) -> std::io::Result<String> {
+        self.admin_get("/metrics").map(|(_, body)| body)
+    }
+
+    /// The value of the first sample whose line starts with `prefix`.
+    pub fn metric(&self, prefix: &str) -> Option<f64> {
+        let body = self.metrics().ok()?;
+        body.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
     }
 
     /// Sends SIGTERM: the server starts draining.
@@ -185,26 +226,4 @@ impl SocketServer {
     pub fn log_tail(&self, lines: usize) -> String {
         self.child.log_tail(lines)
     }
-}
-
-/// A minimal HTTP/1.1 GET with `Connection: close`; enough for probes and metrics in tests.
-pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
 }

@@ -1,17 +1,7 @@
 //! Mints the HS256 tokens the school's backend would give students and teachers.
 
+use liveclass_protocol::{Claims, Role};
 use serde::Serialize;
-
-/// The claims of a liveclass token (see `crates/socket/PROTOCOL.md`).
-#[derive(Debug, Clone, Serialize)]
-pub struct Claims {
-    pub sub: String,
-    pub class: String,
-    pub role: String,
-    pub exp: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-}
 
 /// Signs tokens with one shared secret.
 #[derive(Clone)]
@@ -25,6 +15,20 @@ impl std::fmt::Debug for TokenMinter {
     }
 }
 
+/// The claims of a token for `user` in `class` with `role`, valid for an hour.
+pub fn claims(user: &str, class: &str, role: Role) -> Claims {
+    Claims {
+        sub: user.into(),
+        class: class.into(),
+        role,
+        exp: now() + 3600,
+        iat: Some(now()),
+        name: None,
+        aud: None,
+        iss: None,
+    }
+}
+
 impl TokenMinter {
     pub fn new(secret: &str) -> Self {
         Self {
@@ -34,38 +38,23 @@ impl TokenMinter {
 
     /// A token for `user` in `class` valid for an hour.
     pub fn student(&self, user: &str, class: &str) -> String {
-        self.mint(&Claims {
-            sub: user.into(),
-            class: class.into(),
-            role: "student".into(),
-            exp: now() + 3600,
-            name: None,
-        })
+        self.mint(&claims(user, class, Role::Student))
     }
 
     /// A teacher's token, valid for an hour.
     pub fn teacher(&self, user: &str, class: &str) -> String {
-        self.mint(&Claims {
-            sub: user.into(),
-            class: class.into(),
-            role: "teacher".into(),
-            exp: now() + 3600,
-            name: None,
-        })
+        self.mint(&claims(user, class, Role::Teacher))
     }
 
-    /// Signs arbitrary claims (expired ones, odd roles, ...).
-    pub fn mint(&self, claims: &Claims) -> String {
+    /// Signs any claims: [`Claims`] with odd values, or arbitrary JSON for malformed ones.
+    pub fn mint(&self, claims: &impl Serialize) -> String {
         let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-        // Encoding HS256 with a valid key cannot fail for these plain claims.
+        // Encoding HS256 with a valid key cannot fail for plain claims.
         jsonwebtoken::encode(&header, claims, &self.key).unwrap_or_default()
     }
 }
 
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    liveclass_protocol::now_ms() / 1000
 }
