@@ -87,6 +87,10 @@ pub enum Refusal {
     BadIssuer,
     #[error("the token lives longer than this server allows: mint shorter-lived tokens")]
     LifetimeTooLong,
+    #[error(
+        "this endpoint is a WebSocket: send a GET with Connection: upgrade, Upgrade: websocket"
+    )]
+    NotWebSocket,
     #[error("the browser origin is not allowed to connect")]
     Origin,
     #[error("the token is for another class than this server's")]
@@ -106,7 +110,7 @@ pub enum Refusal {
 impl Refusal {
     pub fn status(self) -> u16 {
         match self {
-            Refusal::BadQuery | Refusal::BadSince => 400,
+            Refusal::BadQuery | Refusal::BadSince | Refusal::NotWebSocket => 400,
             Refusal::MissingToken
             | Refusal::Expired
             | Refusal::BadSignature
@@ -134,6 +138,7 @@ impl Refusal {
             Refusal::BadAudience => "bad_audience",
             Refusal::BadIssuer => "bad_issuer",
             Refusal::LifetimeTooLong => "lifetime_too_long",
+            Refusal::NotWebSocket => "not_websocket",
             Refusal::Origin => "origin",
             Refusal::WrongClass => "wrong_class",
             Refusal::Kicked => "kicked",

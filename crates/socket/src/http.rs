@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -151,11 +152,15 @@ async fn ws_handshake(
     RawQuery(query): RawQuery,
     axum::Extension(Peer(peer)): axum::Extension<Peer>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let params = match HandshakeParams::parse(query.as_deref()) {
         Ok(params) => params,
         Err(refusal) => return refuse(&state, refusal),
+    };
+    // Checked after the query (so a client's bad `since` is named first) but before any cost.
+    let Ok(upgrade) = upgrade else {
+        return refuse(&state, Refusal::NotWebSocket);
     };
     let origin = headers.get(header::ORIGIN).map(|o| o.as_bytes());
     if !state.origins.allows(origin) {

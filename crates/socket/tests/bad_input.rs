@@ -70,6 +70,14 @@ async fn bad_handshakes_are_refused_before_the_upgrade() {
         (401, Some("bad_algorithm"))
     );
 
+    // Not a WebSocket at all: a JSON answer too, not a bare text line.
+    let (status, text) = liveclass_testkit::http::http_get(server.addr(), "/ws?token=x").unwrap();
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("not_websocket"))
+    );
+
     let (status, body) = refused(TestClient::connect(&url, "garbage", None).await);
     assert_eq!((status, body["error"].as_str()), (401, Some("malformed")));
 
