@@ -62,7 +62,7 @@ impl CaddyBuilder {
         self
     }
 
-    /// Starts Caddy and waits until a request through it reaches a socket server's `/readyz`.
+    /// Starts Caddy and waits until a request through it reaches a socket server.
     pub fn start(self) -> Result<Caddy, ProcessError> {
         let binary = match &self.binary {
             Some(path) => path.clone(),
@@ -102,11 +102,13 @@ impl CaddyBuilder {
                     .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
                 Ok((command, admin))
             },
-            // Ready when a request through Caddy reaches a socket server's /readyz.
+            // Ready when a request through Caddy reaches a socket server: the gateway serves
+            // /ws only, and a plain GET of it gets the server's own answer (a refused
+            // handshake), where Caddy alone would answer 502/503.
             |port| {
                 matches!(
-                    http_get(SocketAddr::from(([127, 0, 0, 1], port)), "/readyz"),
-                    Ok((200, _))
+                    http_get(SocketAddr::from(([127, 0, 0, 1], port)), "/ws"),
+                    Ok((status, body)) if (400..500).contains(&status) && body.contains("\"error\"")
                 )
             },
         )?;
