@@ -129,9 +129,6 @@ export class Stack {
     const child = new Child(`socket-${podId}-${listen}`, binary, [
       "--listen", `127.0.0.1:${listen}`, "--admin-listen", `127.0.0.1:${admin}`,
       "--redis-url", this.redisUrl, "--pod-id", podId, "--token-secret-file", this.secretFile,
-      // Works around a deadlock in Hub::leave when the last member of a labelled class leaves
-      // (reported in coord/notes/16.md); every class is `_other` with 0. Remove when fixed.
-      "--max-class-metrics", "0",
       ...args,
     ], this.dir);
     this.children.push(child);
