@@ -370,7 +370,7 @@ impl Applier {
         &self,
         lc: &LiveClass,
         status: &LiveClassStatus,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<crate::status::Written>, Error> {
         let namespace = lc
             .namespace()
             .ok_or(Error::MissingField("metadata.namespace"))?;
@@ -382,14 +382,15 @@ impl Applier {
             "status": status,
         });
         self.metrics.requested(Verb::ApplyStatus);
-        api.patch_status(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(Error::kube("writing the status of", "LiveClass", &name))?;
-        Ok(())
+        let written = api
+            .patch_status(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(Error::kube("writing the status of", "LiveClass", &name))?;
+        Ok(crate::status::Written::of(&written))
     }
 
     /// Publishes Events about `lc`; a failure is logged, never fails the reconcile.

@@ -39,6 +39,8 @@ pub struct Context {
     pub config: Config,
     /// Consecutive failures per object, for the exponential back-off.
     failures: Mutex<HashMap<String, u32>>,
+    /// The status last written per object, until the watch cache has caught up with it.
+    written: Mutex<HashMap<String, status::Written>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -75,6 +77,7 @@ impl Context {
             stores,
             config,
             failures: Mutex::default(),
+            written: Mutex::default(),
         }
     }
 
@@ -86,6 +89,30 @@ impl Context {
             .forget(&liveclass_api::class_id(namespace, name));
         if let Ok(mut failures) = self.failures.lock() {
             failures.remove(&format!("{namespace}/{name}"));
+        }
+        if let Ok(mut written) = self.written.lock() {
+            written.remove(&format!("{namespace}/{name}"));
+        }
+    }
+
+    /// The class as last written by this operator, if the watch cache is behind it.
+    fn caught_up(&self, lc: &LiveClass) -> Option<LiveClass> {
+        let mut written = self.written.lock().ok()?;
+        let fresher = status::caught_up(lc, written.get(&key(lc)));
+        if fresher.is_none() {
+            // The cache has it (or it is another object now): nothing left to remember.
+            written.remove(&key(lc));
+        }
+        fresher
+    }
+
+    /// Remembers the status just written, until the watch cache shows it.
+    fn wrote(&self, lc: &LiveClass, written: Option<status::Written>) {
+        if let Ok(mut remembered) = self.written.lock() {
+            match written {
+                Some(w) => remembered.insert(key(lc), w),
+                None => remembered.remove(&key(lc)),
+            };
         }
     }
 }
@@ -143,6 +170,9 @@ async fn reconcile_inner(lc: &LiveClass, ctx: &Context) -> Result<(Action, &'sta
     }
     ctx.stores.ready().await;
     let class_id = liveclass_api::class_id(&namespace, &name);
+    // Decide from the status this operator wrote last, not an older one the cache still has.
+    let fresher = ctx.caught_up(lc);
+    let lc = fresher.as_ref().unwrap_or(lc);
 
     // Observe and decide; read attendance only when the plan can use it, then decide again.
     let now = Utc::now();
@@ -175,10 +205,14 @@ async fn reconcile_inner(lc: &LiveClass, ctx: &Context) -> Result<(Action, &'sta
             message.clone(),
             Utc::now(),
         );
-        if failed != old
-            && let Err(status_error) = ctx.applier.write_status(lc, &failed).await
-        {
-            tracing::warn!(error = %status_error, "could not report the failed apply in status");
+        if failed != old {
+            match ctx.applier.write_status(lc, &failed).await {
+                Ok(written) => ctx.wrote(lc, written),
+                Err(status_error) => tracing::warn!(
+                    error = %status_error,
+                    "could not report the failed apply in status"
+                ),
+            }
         }
         if !already_reported {
             let note = Note {
@@ -191,7 +225,8 @@ async fn reconcile_inner(lc: &LiveClass, ctx: &Context) -> Result<(Action, &'sta
         return Err(error);
     }
     if decision.status != old {
-        ctx.applier.write_status(lc, &decision.status).await?;
+        let written = ctx.applier.write_status(lc, &decision.status).await?;
+        ctx.wrote(lc, written);
     }
     ctx.applier.publish(lc, &decision.events).await;
 

@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use liveclass_api::{
-    LiveClassStatus, Phase, Plan, condition,
+    LiveClass, LiveClassStatus, Phase, Plan, condition,
     plan::RedisShape,
     time::{from_k8s, to_k8s},
     types::{PlanStatus, SecretKeyRef},
@@ -402,6 +402,40 @@ pub fn apply_failed(
 }
 
 /// The instant of a status time, for the planner.
+/// The status this operator last wrote for a class, and the object's resourceVersion after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    pub uid: Option<String>,
+    pub resource_version: u64,
+    pub status: LiveClassStatus,
+}
+
+impl Written {
+    /// What a status write returned, when it says which version it made.
+    pub fn of(written: &LiveClass) -> Option<Self> {
+        Some(Self {
+            uid: written.metadata.uid.clone(),
+            resource_version: written.metadata.resource_version.as_deref()?.parse().ok()?,
+            status: written.status.clone()?,
+        })
+    }
+}
+
+/// The class to decide from: `lc` from the watch cache, unless the cache has not caught up
+/// with the status this operator wrote last (the same object at an older resourceVersion);
+/// then a copy with that status. A reconcile can run right after a write (an owned object it
+/// changed triggers one), and deciding from the status before it would forget, say, the drain
+/// step just taken (`lastScaleDownTime`) and take the next one at once.
+pub fn caught_up(lc: &LiveClass, written: Option<&Written>) -> Option<LiveClass> {
+    let written = written?;
+    let seen: u64 = lc.metadata.resource_version.as_deref()?.parse().ok()?;
+    (lc.metadata.uid == written.uid && seen < written.resource_version).then(|| {
+        let mut fresher = lc.clone();
+        fresher.status = Some(written.status.clone());
+        fresher
+    })
+}
+
 pub fn last_scale_down(old: &LiveClassStatus) -> Option<DateTime<Utc>> {
     old.last_scale_down_time.as_ref().and_then(from_k8s)
 }

@@ -334,3 +334,50 @@ fn a_transition_that_passed_during_the_reconcile_is_requeued_at_once() {
     assert_eq!(watching, interval);
     assert_eq!(requeue_after(None, false, t, interval, max), max);
 }
+
+/// A reconcile can run right after a drain step (the Deployment it lowered triggers one) and
+/// see the class in a watch cache that has not caught up with the status just written. Decided
+/// from that older status the drain would take its next step at once; decided from the status
+/// written, as the reconcile does (`status::caught_up`), it waits for the step interval.
+#[test]
+fn right_after_a_drain_step_a_cache_behind_the_status_written_takes_no_second_step() {
+    let mut lc = class(serde_json::json!({}));
+    lc.metadata.resource_version = Some("100".into());
+    let at = utc("2026-12-01T15:45:00Z");
+    let step = decide(&lc, &running(4), at).unwrap();
+    assert_eq!(step.status.planned_replicas, Some(3));
+    // The API server's answer to the status write.
+    let mut answer = lc.clone();
+    answer.status = Some(step.status.clone());
+    answer.metadata.resource_version = Some("102".into());
+    let written = status::Written::of(&answer).unwrap();
+
+    // 50 ms later the lowered Deployment triggers a reconcile; the cache still has the class
+    // as it was before the status write.
+    let mut cached = lc.clone();
+    cached.metadata.resource_version = Some("101".into());
+    let soon = at + TimeDelta::milliseconds(50);
+    let hasty = decide(&cached, &running(3), soon).unwrap();
+    assert_eq!(
+        hasty.status.planned_replicas,
+        Some(2),
+        "from the older status, the next step comes at once"
+    );
+    let fresher = status::caught_up(&cached, Some(&written)).unwrap();
+    let d = decide(&fresher, &running(3), soon).unwrap();
+    assert_eq!(d.status.planned_replicas, Some(3));
+    assert_eq!(
+        d.status.last_scale_down_time,
+        step.status.last_scale_down_time
+    );
+    assert_eq!(d.next_transition, Some(utc("2026-12-01T15:46:00Z")));
+
+    // Once the cache has the write (or anything newer), the cache is used; and a class
+    // deleted and created again under the same name is another object.
+    cached.metadata.resource_version = Some("102".into());
+    assert!(status::caught_up(&cached, Some(&written)).is_none());
+    let mut other = lc.clone();
+    other.metadata.uid = Some("u-2".into());
+    assert!(status::caught_up(&other, Some(&written)).is_none());
+    assert!(status::caught_up(&lc, None).is_none());
+}

@@ -255,7 +255,15 @@ async fn an_overrunning_class_keeps_what_its_students_need_then_drains_the_empti
         |d| replicas(d) == Some(3),
     )
     .await;
-    let changed = sampler.first_change().expect("the sampler saw the drain");
+    // The sampler polls on its own: it may see the step a moment after the wait above did.
+    let changed = wait::until(
+        "the sampler to see the drain step",
+        Duration::from_secs(10),
+        POLL,
+        || async { sampler.first_change() },
+    )
+    .await
+    .unwrap();
     eprintln!(
         "drain seen {} ms after end plus cool-down",
         (changed - drain_from).num_milliseconds()
