@@ -6,6 +6,9 @@
 //! - **With pods** — adds kube-controller-manager, kube-scheduler and KWOK playing the kubelet
 //!   for N fake nodes, so a Deployment really becomes Running, Ready pods, scaling is followed and
 //!   owner references really garbage-collect. No container runs: KWOK only writes pod status.
+//! - **With a real node** — adds, beside the fake nodes, a kubelet with containerd, runc, the CNI
+//!   bridge, kube-proxy and CoreDNS, on which pods that tolerate its taint run for real; see
+//!   [`real_node`].
 //!
 //! The binaries are upstream's, built from source by `scripts/k8s-binaries` into a cache (or taken
 //! from `LIVECLASS_K8S_BIN`, or `KUBEBUILDER_ASSETS`, the envtest convention); see
@@ -55,6 +58,9 @@ use kube::{Api, Client, Config};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::sync::OnceCell;
+
+pub mod real_node;
+pub use real_node::{RealNode, RealNodeOptions};
 
 /// Fake nodes in the shared cluster with pods.
 pub const DEFAULT_NODES: usize = 3;
@@ -112,7 +118,7 @@ exit 0
 const JANITOR: &str = r#"
 dir=$1
 read -r _ || true
-for _ in $(seq 200); do
+for _ in $(seq 1200); do
   alive=0
   for f in "$dir"/pids/*.pid; do
     [[ -e "$f" ]] || continue
@@ -121,7 +127,8 @@ for _ in $(seq 200); do
   ((alive)) || break
   sleep 0.1
 done
-rm -rf "$dir"
+# Never into a mount point (a real node's volumes), should one be left.
+rm -rf --one-file-system "$dir"
 "#;
 
 /// Errors starting or using a [`LocalCluster`]. `Debug` prints the same text as `Display`, so a
@@ -191,6 +198,8 @@ pub struct ClusterOptions {
     pub state_dir: Option<PathBuf>,
     /// How long each component may take to become ready.
     pub startup_timeout: Duration,
+    /// Add a real node (kubelet, containerd, kube-proxy, CoreDNS); needs `pods`.
+    pub real_node: Option<RealNodeOptions>,
 }
 
 impl ClusterOptions {
@@ -201,6 +210,7 @@ impl ClusterOptions {
             nodes: 0,
             state_dir: None,
             startup_timeout: Duration::from_secs(120),
+            real_node: None,
         }
     }
 
@@ -211,6 +221,19 @@ impl ClusterOptions {
             nodes,
             ..Self::api_only()
         }
+    }
+
+    /// Add a real node beside the fake ones (see [`real_node`]); implies pods.
+    pub fn real_node(mut self, options: RealNodeOptions) -> Self {
+        self.pods = true;
+        self.real_node = Some(options);
+        self
+    }
+
+    /// How long each component may take to become ready.
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = timeout;
+        self
     }
 
     /// Keep the cluster's files in `dir` (see [`ClusterOptions::state_dir`]).
@@ -304,6 +327,8 @@ struct Supervised {
     lifeline: Option<ChildStdin>,
     pid_file: PathBuf,
     log: PathBuf,
+    /// How long stopping may take before the process group is killed.
+    stop_timeout: Duration,
 }
 
 impl Supervised {
@@ -347,6 +372,7 @@ impl Supervised {
             lifeline,
             pid_file,
             log,
+            stop_timeout: Duration::from_secs(15),
         })
     }
 
@@ -437,6 +463,8 @@ struct Pki {
     admin_key: PathBuf,
     sa_key: PathBuf,
     sa_pub: PathBuf,
+    /// The CA, to sign more certificates (the real node's).
+    issuer: std::sync::Arc<rcgen::Issuer<'static, rcgen::KeyPair>>,
 }
 
 impl Pki {
@@ -468,6 +496,8 @@ impl Pki {
         let serving_key = KeyPair::generate()?;
         let mut serving = CertificateParams::new(vec![
             "127.0.0.1".to_string(),
+            // The address the API server binds when the cluster has a real node.
+            real_node::NODE_IP.to_string(),
             "localhost".to_string(),
             "10.96.0.1".to_string(),
             "kubernetes".to_string(),
@@ -511,11 +541,17 @@ impl Pki {
             admin_key: write("admin.key", &admin_key.serialize_pem())?,
             sa_key: write("sa.key", &sa.serialize_pem())?,
             sa_pub: write("sa.pub", &sa.public_key_pem())?,
+            issuer: std::sync::Arc::new(issuer),
         })
     }
 }
 
 fn kubeconfig_yaml(server: &str, pki: &Pki) -> String {
+    kubeconfig_for(server, &pki.ca_cert, &pki.admin_cert, &pki.admin_key)
+}
+
+/// A kubeconfig for `server` authenticating with a client certificate.
+fn kubeconfig_for(server: &str, ca: &Path, cert: &Path, key: &Path) -> String {
     // JSON strings are YAML double-quoted scalars: safe for any path.
     let q = |p: &Path| serde_json::Value::String(p.display().to_string()).to_string();
     format!(
@@ -523,9 +559,9 @@ fn kubeconfig_yaml(server: &str, pki: &Pki) -> String {
          certificate-authority: {ca}\nusers:\n- name: liveclass-admin\n  user:\n    client-certificate: {cert}\n    \
          client-key: {key}\ncontexts:\n- name: liveclass-local\n  context:\n    cluster: liveclass-local\n    \
          user: liveclass-admin\n    namespace: default\ncurrent-context: liveclass-local\n",
-        ca = q(&pki.ca_cert),
-        cert = q(&pki.admin_cert),
-        key = q(&pki.admin_key),
+        ca = q(ca),
+        cert = q(cert),
+        key = q(key),
     )
 }
 
@@ -668,6 +704,7 @@ pub struct LocalCluster {
     /// In start order; stopped together.
     processes: Vec<Supervised>,
     janitor: Option<(Child, Option<ChildStdin>)>,
+    real_node: Option<RealNode>,
 }
 
 impl fmt::Debug for LocalCluster {
@@ -690,6 +727,7 @@ impl fmt::Debug for LocalCluster {
 
 static SHARED_API_ONLY: OnceCell<LocalCluster> = OnceCell::const_new();
 static SHARED_WITH_PODS: OnceCell<LocalCluster> = OnceCell::const_new();
+static SHARED_WITH_REAL_NODE: OnceCell<LocalCluster> = OnceCell::const_new();
 
 impl LocalCluster {
     /// The API-only cluster shared by all tests of this test binary (started on first use; its
@@ -705,6 +743,20 @@ impl LocalCluster {
     pub async fn shared_with_pods() -> Result<&'static LocalCluster, ClusterError> {
         SHARED_WITH_PODS
             .get_or_try_init(|| Self::start(ClusterOptions::with_pods(DEFAULT_NODES)))
+            .await
+    }
+
+    /// The cluster with a real node (images from `$LIVECLASS_IMAGES_DIR`) and one fake node,
+    /// shared by all tests of this test binary. One real node runs per machine at a time: a
+    /// second test binary waits for the first one's to stop.
+    pub async fn shared_with_real_node() -> Result<&'static LocalCluster, ClusterError> {
+        SHARED_WITH_REAL_NODE
+            .get_or_try_init(|| async {
+                let options = ClusterOptions::with_pods(1)
+                    .real_node(RealNodeOptions::from_env()?)
+                    .startup_timeout(Duration::from_secs(300));
+                Self::start(options).await
+            })
             .await
     }
 
@@ -733,7 +785,9 @@ impl LocalCluster {
 
         let (dir, temporary) = match &options.state_dir {
             Some(dir) => {
-                for sub in ["etcd-data", "pki", "pids", "logs", "kwok-home"] {
+                // A real node left by an owner that died hard: unmount and undo it first.
+                real_node::clean_stale(dir)?;
+                for sub in ["etcd-data", "pki", "pids", "logs", "kwok-home", "node"] {
                     let path = dir.join(sub);
                     if path.exists() {
                         fs::remove_dir_all(&path)
@@ -770,6 +824,7 @@ impl LocalCluster {
             binaries,
             processes: Vec::new(),
             janitor: None,
+            real_node: None,
         };
         if cluster.temporary && std::env::var_os(KEEP_ENV).is_none() {
             cluster.janitor = Some(spawn_janitor(&cluster.dir)?);
@@ -790,6 +845,14 @@ impl LocalCluster {
     ) -> Result<(), ClusterError> {
         let timeout = options.startup_timeout;
         let pki = Pki::generate(&self.dir.join("pki"))?;
+        if let Some(node) = &options.real_node {
+            self.start_real_node_runtime(node, &pki, timeout).await?;
+        }
+        let host = if self.real_node.is_some() {
+            real_node::NODE_IP
+        } else {
+            "127.0.0.1"
+        };
 
         // etcd: ready when its client port accepts connections.
         let mut etcd_port = 0;
@@ -814,10 +877,19 @@ impl LocalCluster {
         // kube-apiserver: ready when /readyz says ok.
         for attempt in 1..=START_ATTEMPTS {
             let port = free_port()?;
-            self.server = format!("https://127.0.0.1:{port}");
+            self.server = format!("https://{host}:{port}");
             fs::write(&self.kubeconfig, kubeconfig_yaml(&self.server, &pki))
                 .map_err(io(format!("writing {}", self.kubeconfig.display())))?;
-            let args = apiserver_args(&self.dir, &pki, etcd_port, port, options.pods);
+            let mut args = apiserver_args(&self.dir, &pki, etcd_port, port, options.pods);
+            if let Some(node) = &self.real_node {
+                // The node's flags replace the ones of the same name (list flags such as
+                // --authorization-mode would otherwise accumulate).
+                let extra = node.apiserver_args();
+                let flag = |a: &str| a.split('=').next().unwrap_or(a).to_string();
+                let replaced: Vec<String> = extra.iter().map(|a| flag(a)).collect();
+                args.retain(|a| !replaced.contains(&flag(a)));
+                args.extend(extra);
+            }
             let idx = self.spawn("kube-apiserver", apiserver, &args, &[])?;
             let kubeconfig = self.kubeconfig.clone();
             let ready = self
@@ -899,6 +971,10 @@ impl LocalCluster {
             }
         })
         .await?;
+
+        if self.real_node.is_some() {
+            self.start_real_node_agents(timeout).await?;
+        }
 
         // The controller manager's ServiceAccount controller is working once `default` has its SA.
         let cm_idx = self
@@ -1050,7 +1126,8 @@ impl LocalCluster {
         // get SIGTERM together and a server stuck on a vanished peer is killed after the grace.)
         let tier = |name: &str| match name {
             "etcd" => 2,
-            "kube-apiserver" => 1,
+            // The real node's containerd stops after its kubelet (it removes the pods first).
+            "kube-apiserver" | "containerd" => 1,
             _ => 0,
         };
         for current in 0..=2 {
@@ -1066,7 +1143,8 @@ impl LocalCluster {
                 .iter_mut()
                 .filter(|p| tier(&p.name) == current)
             {
-                process.wait_stopped(Duration::from_secs(15));
+                let timeout = process.stop_timeout;
+                process.wait_stopped(timeout);
             }
         }
         self.processes.clear();

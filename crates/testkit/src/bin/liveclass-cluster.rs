@@ -1,19 +1,20 @@
 //! `liveclass-cluster`: runs the same local control plane as the tests' `LocalCluster` in the
 //! foreground until SIGTERM or Ctrl-C, keeping its files in a state folder. `scripts/cluster`
 //! starts it in the background for people (the demo, operator development), so the flags of
-//! every component are written once, in `liveclass_testkit::cluster`.
+//! every component are written once, in `liveclass_testkit::cluster`. With `--real-node`, a
+//! kubelet with containerd, kube-proxy and CoreDNS runs beside the fake nodes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use liveclass_testkit::cluster::{ClusterOptions, LocalCluster};
+use liveclass_testkit::cluster::{ClusterOptions, LocalCluster, RealNodeOptions};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Parser)]
 #[command(
-    about = "A local Kubernetes control plane (etcd, kube-apiserver, controller manager, scheduler, KWOK)"
+    about = "A local Kubernetes control plane (etcd, kube-apiserver, controller manager, scheduler, KWOK), optionally with a real node"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -31,8 +32,16 @@ enum Cmd {
         #[arg(long, env = "LIVECLASS_CLUSTER_NODES", default_value_t = 3)]
         nodes: usize,
         /// Only etcd and kube-apiserver: no controller manager, scheduler or nodes.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "real_node")]
         api_only: bool,
+        /// Also a real node (kubelet, containerd, runc, CNI bridge, kube-proxy, CoreDNS) that runs
+        /// pods tolerating its taint for real; needs root.
+        #[arg(long, env = "LIVECLASS_CLUSTER_REAL_NODE")]
+        real_node: bool,
+        /// Folder of image archives (`scripts/images save DIR`) to load into the real node's
+        /// containerd; one of them must be the pause image.
+        #[arg(long, env = "LIVECLASS_IMAGES_DIR", requires = "real_node")]
+        images: Option<PathBuf>,
         /// Seconds each component may take to become ready.
         #[arg(long, default_value_t = 180)]
         startup_timeout: u64,
@@ -45,6 +54,8 @@ async fn main() -> ExitCode {
         state_dir,
         nodes,
         api_only,
+        real_node,
+        images,
         startup_timeout,
     } = Cli::parse().command;
     let mut options = if api_only {
@@ -52,6 +63,19 @@ async fn main() -> ExitCode {
     } else {
         ClusterOptions::with_pods(nodes)
     };
+    if real_node {
+        let mut node = RealNodeOptions::default();
+        if let Some(dir) = &images {
+            node = match node.images_in(dir) {
+                Ok(node) => node,
+                Err(e) => {
+                    eprintln!("liveclass-cluster: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+        }
+        options = options.real_node(node);
+    }
     options.startup_timeout = Duration::from_secs(startup_timeout);
     options = options.state_dir(&state_dir);
 
@@ -95,10 +119,14 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     eprintln!(
-        "liveclass-cluster: ready in {:.1}s at {} ({} fake nodes); kubeconfig {}",
+        "liveclass-cluster: ready in {:.1}s at {} ({} fake nodes{}); kubeconfig {}",
         started.elapsed().as_secs_f64(),
         cluster.server_url(),
         cluster.nodes().len(),
+        cluster
+            .real_node()
+            .map(|n| format!(", real node {} with {} images", n.name(), n.images().len()))
+            .unwrap_or_default(),
         cluster.kubeconfig_path().display()
     );
 
