@@ -199,10 +199,13 @@ pub async fn status_where(
     .await;
     match found {
         Ok(lc) => lc,
-        Err(error) => {
-            let last = api.get(name).await.ok().and_then(|lc| lc.status);
-            panic!("{name}: {error}; its status: {last:#?}")
-        }
+        Err(error) => match api.get(name).await {
+            Ok(lc) => panic!(
+                "{name}: {error}; at resourceVersion {:?} its status: {:#?}",
+                lc.metadata.resource_version, lc.status
+            ),
+            Err(get) => panic!("{name}: {error}; and reading it failed: {get}"),
+        },
     }
 }
 
