@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use liveclass_testkit::TestClient;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn comments_reach_every_member_on_both_servers_exactly_once_in_order() {
@@ -213,4 +213,49 @@ async fn a_since_older_than_the_history_gives_recovered_false() {
     nothing_of(&mut late, "comment", Duration::from_millis(300)).await;
     speaker.send_json(&comment("live")).await.unwrap();
     assert_eq!(late.recv_type("comment", T).await.unwrap()["text"], "live");
+}
+
+/// One handshake replays at most `--max-recovery` comments: past that, `recovered:false` and
+/// nothing replayed, so a `since` at the start of a long history costs Redis and the server a
+/// bounded amount of work.
+#[tokio::test]
+async fn recovery_is_bounded_by_max_recovery() {
+    let redis = redis();
+    let a = builder(&redis, "pod-a")
+        .args(["--max-recovery", "5", "--rate", "1000", "--burst", "1000"])
+        .args(["--user-rate", "1000", "--user-burst", "1000"])
+        .start()
+        .unwrap();
+    ready(&a).await;
+    let mut speaker = student(&a, "speaker", "c").await;
+    for n in 0..8 {
+        speaker.send_json(&comment(&format!("n{n}"))).await.unwrap();
+    }
+    let all = comments(&mut speaker, 8).await;
+    let resume = |since: &Value| {
+        let token = minter().student("late", "c");
+        let url = a.ws_url();
+        let since = since.as_str().unwrap().to_string();
+        async move {
+            let mut client = TestClient::connect(&url, &token, Some(&since))
+                .await
+                .unwrap();
+            let hello = client.recv_type("hello", T).await.unwrap();
+            (client, hello)
+        }
+    };
+    // Seven missed: more than five.
+    let (mut late, hello) = resume(&all[0]["id"]).await;
+    assert_eq!(hello["recovered"], false);
+    nothing_of(&mut late, "comment", Duration::from_millis(300)).await;
+    drop(late);
+    // Four missed: replayed exactly.
+    let (mut late, hello) = resume(&all[3]["id"]).await;
+    assert_eq!(hello["recovered"], true);
+    let texts: Vec<Value> = comments(&mut late, 4)
+        .await
+        .into_iter()
+        .map(|c| c["text"].clone())
+        .collect();
+    assert_eq!(texts, ["n4", "n5", "n6", "n7"]);
 }
