@@ -220,7 +220,18 @@ lc_start_caddy() {
     nice -n "$LC_NICE" "$LC_CADDY" run --config "$LC_ROOT/Caddyfile" --adapter caddyfile >"$run/caddy.log" 2>&1 &
   LC_CADDY_PID=$!
   lc_track "$LC_CADDY_PID"
-  lc_wait_until "Caddy to proxy /readyz" 20 lc_http_ok "$LC_CADDY_PORT" /readyz || lc_die "Caddy did not start (see $run/caddy.log)"
+  lc_wait_until "Caddy to proxy /ws" 20 lc_caddy_proxies "$LC_CADDY_PORT" || lc_die "Caddy did not start (see $run/caddy.log)"
+}
+
+# lc_caddy_proxies PORT: true when Caddy answers its own /healthz and passes /ws to a socket
+# server (a plain GET without a token gets the server's 4xx refusal, not Caddy's 404 or 502).
+# The gateway serves only /ws, /class/ and /healthz, so a server's /readyz is not reachable
+# through it.
+lc_caddy_proxies() {
+  local status
+  lc_http_ok "$1" /healthz || return 1
+  status=$(lc_http_status "$1" /ws 2>/dev/null)
+  [[ $status == 4* && $status != 404 ]]
 }
 
 # lc_stop_all: stops every process started here (TERM, then KILL after 10 s) and reaps it.
@@ -329,7 +340,7 @@ lc_run_load() {
   fi
   LC_LOAD_PIDS=()
   LC_WINDOW_START_MS=$start_at
-  LC_WINDOW_END_MS=$(awk -v s="$start_at" -v d="$duration_s" 'BEGIN { printf "%d", s + d * 1000 }')
+  LC_WINDOW_END_MS=$(awk -v s="$start_at" -v d="$duration_s" 'BEGIN { printf "%.0f", s + d * 1000 }')
   if ((parts <= 1)); then
     LC_LOAD_CMD="$LC_LOAD_BIN $* --run-id $run_id ${flags[*]} --secret-file $LC_SECRET_FILE --json $out --hdr-log ${out%.json}.hlog"
     nice -n "$LC_NICE" "$LC_LOAD_BIN" "$@" --run-id "$run_id" "${flags[@]}" --secret-file "$LC_SECRET_FILE" \
@@ -469,7 +480,7 @@ lc_record() {
   "$LC_LOAD_BIN" record --scenario "$scenario" --variant "$variant" --repo "$LC_ROOT" \
     --command "${LC_SCRIPT_CMD:-?}; load: ${LC_LOAD_CMD:-?}" --nice "$LC_NICE" \
     --loadavg-before "${LC_LOADAVG_BEFORE:-0}" --load "$load" "${cal[@]}" "${hlog[@]}" \
-    --param socket_flags="${LC_SOCKET_EXTRA:-none (production defaults)}" \
+    --param socket_flags="${LC_SOCKET_EXTRA:-?}" \
     "${steps[@]}" "${LC_VERSION_FLAGS[@]}" "${LC_PROCESS_FLAGS[@]}" "$@" \
     --out "$dir/$stamp.json" || lc_die "could not record the result"
   lc_log "recorded bench/results/$scenario/$variant/$stamp.json"
@@ -497,7 +508,7 @@ lc_start_stack() {
   local servers=$1 caddy=$2 i
   shift 2
   # Recorded with the result: a benchmark that changes a server limit says so in its JSON.
-  LC_SOCKET_EXTRA="$*"
+  LC_SOCKET_EXTRA="${*:-no flags} (LIVECLASS_DRAIN_WINDOW=${LC_DRAIN_WINDOW:-2s}; everything else the production default)"
   LC_STEPS=()
   LC_STEP_NAME=
   LC_LOADAVG_BEFORE=$(lc_loadavg)
