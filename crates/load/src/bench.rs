@@ -757,9 +757,10 @@ pub fn render(dir: &Path) -> Result<String, LoadError> {
         render_previous(&mut out, &previous);
     }
     for (path, map) in others {
-        let name = map
-            .get("scenario")
-            .and_then(Value::as_str)
+        // Tools name their benchmark `scenario` or `benchmark`.
+        let name = ["scenario", "benchmark"]
+            .iter()
+            .find_map(|k| map.get(*k).and_then(Value::as_str))
             .unwrap_or("other");
         let _ = writeln!(
             out,
@@ -773,7 +774,7 @@ pub fn render(dir: &Path) -> Result<String, LoadError> {
                 Value::Bool(b) => b.to_string(),
                 _ => continue,
             };
-            if k != "scenario" {
+            if k != "scenario" && k != "benchmark" {
                 let _ = writeln!(out, "- {k}: {shown}");
             }
         }
@@ -907,6 +908,11 @@ mod tests {
             r#"{"scenario":"operator-1000","seconds":1.5}"#,
         )
         .unwrap();
+        std::fs::write(
+            dir.path().join("recovery-memory-1.json"),
+            r#"{"benchmark":"recovery-memory","kib":12}"#,
+        )
+        .unwrap();
         let text = render(dir.path()).unwrap();
         assert!(
             text.contains("## Recorded with the previous load generator"),
@@ -915,6 +921,11 @@ mod tests {
         assert!(text.contains("| `class-8k-10.json` | 2026-11-28T01:55:16Z | e78d435 | 10 | false | 0 | 380.4 | 80,007 | 41.3 | 5.46 2.86 4.11 |"), "{text}");
         assert!(text.contains("highest clean comment rate 5"), "{text}");
         assert!(text.contains("## operator-1000"), "{text}");
+        assert!(text.contains("## recovery-memory\n"), "{text}");
+        assert!(
+            text.contains("- kib: 12") && !text.contains("- benchmark:"),
+            "{text}"
+        );
         assert!(
             text.contains("No results of this load generator recorded yet"),
             "{text}"
