@@ -588,18 +588,20 @@ spec:
         .await
         .unwrap();
     let gateway_ip = gateway.spec.unwrap().cluster_ip.unwrap();
-    // End 40 s, cooldown 5 s, then the drain step (preStop 5 s, drain window 10 s) and slack.
-    let until_drained = start + Duration::from_secs(40 + 5 + 75);
-    let sending = until_drained
-        .duration_since(SystemTime::now())
-        .unwrap_or_default()
-        .as_secs()
-        .max(30);
-    let job_yaml = format!(
-        r#"
+    // Two groups of students: half leave when the class ends, the other half stay through the
+    // drain (end 40 s, cooldown 5 s, the drain step: preStop 5 s, drain window 10 s, and slack).
+    // With half the class gone, observed attendance no longer holds the second pod.
+    let job = |name: &str, count: u32, until: SystemTime| {
+        let sending = until
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .as_secs()
+            .max(30);
+        let yaml = format!(
+            r#"
 apiVersion: batch/v1
 kind: Job
-metadata: {{ name: students }}
+metadata: {{ name: {name} }}
 spec:
   backoffLimit: 0
   template:
@@ -611,21 +613,27 @@ spec:
         - name: load
           image: localhost/liveclass/load:{v}
           imagePullPolicy: Never
-          args: ["--url", "ws://{gateway_ip}/{ns}/{class}/ws", "--students", "{students}",
+          args: ["--url", "ws://{gateway_ip}/{ns}/{class}/ws", "--students", "{count}",
                  "--class-id", "{ns}/{class}", "--secret-file", "/var/run/liveclass/token/hs256-key",
-                 "--arrive-within", "40s", "--send-from-start", "--comment-rate", "2",
+                 "--user-prefix", "{name}-", "--run-id", "{name}",
+                 "--arrive-within", "40s", "--send-from-start", "--comment-rate", "1",
                  "--duration", "{sending}s", "--drain", "30s", "--max-retries", "40", "--no-progress"]
           volumeMounts: [{{ name: token, mountPath: /var/run/liveclass/token, readOnly: true }}]
           securityContext: {{ runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false }}
       volumes: [{{ name: token, secret: {{ secretName: {class}-token }} }}]
 "#
-    );
-    let file = cluster.dir().join(format!("{ns}-students.yaml"));
-    std::fs::write(&file, job_yaml).unwrap();
-    kubectl(
-        cluster,
-        &["apply", "-n", &ns, "-f", &file.display().to_string()],
-    );
+        );
+        let file = cluster.dir().join(format!("{ns}-{name}.yaml"));
+        std::fs::write(&file, yaml).unwrap();
+        kubectl(
+            cluster,
+            &["apply", "-n", &ns, "-f", &file.display().to_string()],
+        );
+    };
+    let leaving = students / 2;
+    let staying = students - leaving;
+    job("leaving", leaving, start + Duration::from_secs(40));
+    job("staying", staying, start + Duration::from_secs(40 + 5 + 75));
 
     // Mid-class, SIGKILL one socket server: the kubelet restarts it, and its students come back
     // through the gateway and recover what they missed with `since`.
@@ -709,64 +717,81 @@ spec:
     .unwrap();
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     let still_running = jobs
-        .get("students")
+        .get("staying")
         .await
         .unwrap()
         .status
         .and_then(|s| s.active)
         .unwrap_or(0);
     eprintln!(
-        "the drained pod was gone {:.1}s after the start; the students were {}",
-        SystemTime::now()
-            .duration_since(start)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0),
-        if still_running == 1 {
-            "still there"
-        } else {
-            "already gone"
-        }
-    );
-
-    // The students' verdict: 0 lost, 0 duplicated (the load generator exits 1 otherwise).
-    let done = wait::until(
-        "the students' Job to finish",
-        Duration::from_secs(300),
-        Duration::from_secs(1),
-        || {
-            let jobs = jobs.clone();
-            async move {
-                let status = jobs.get_opt("students").await.ok().flatten()?.status?;
-                (status.succeeded.unwrap_or(0) + status.failed.unwrap_or(0) > 0)
-                    .then_some(status.succeeded.unwrap_or(0) > 0)
-            }
-        },
-    )
-    .await
-    .unwrap();
-    let report = kubectl(cluster, &["logs", "-n", &ns, "job/students"]);
-    eprintln!(
-        "the students' Job ended {:.1}s after the start:\n{report}",
+        "the drained pod was gone {:.1}s after the start",
         SystemTime::now()
             .duration_since(start)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0)
     );
-    assert!(done, "the class was not clean:\n{report}");
-    assert!(
-        report.contains(&format!("connected    {n} of {n}", n = students + 1)),
-        "{report}"
+    assert_eq!(
+        still_running, 1,
+        "the staying students left before the drain was over"
     );
-    assert!(report.contains("lost 0 · duplicated 0"), "{report}");
-    let reconnects: u64 = report
-        .split("reconnects   ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+
+    // The students' verdict, per group: 0 lost, 0 duplicated (the load generator exits 1
+    // otherwise), everyone connected.
+    let mut frames = 0;
+    for (name, count) in [("leaving", leaving), ("staying", staying)] {
+        let what = format!("the {name} students' Job to finish");
+        let done = wait::until(
+            &what,
+            Duration::from_secs(300),
+            Duration::from_secs(1),
+            || {
+                let jobs = jobs.clone();
+                async move {
+                    let status = jobs.get_opt(name).await.ok().flatten()?.status?;
+                    (status.succeeded.unwrap_or(0) + status.failed.unwrap_or(0) > 0)
+                        .then_some(status.succeeded.unwrap_or(0) > 0)
+                }
+            },
+        )
+        .await
+        .unwrap();
+        let report = kubectl(cluster, &["logs", "-n", &ns, &format!("job/{name}")]);
+        eprintln!(
+            "the {name} students' Job ended {:.1}s after the start:\n{report}",
+            SystemTime::now()
+                .duration_since(start)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0)
+        );
+        assert!(
+            done,
+            "the class was not clean for the {name} students:\n{report}"
+        );
+        assert!(
+            report.contains(&format!("connected    {n} of {n}", n = count + 1)),
+            "{report}"
+        );
+        assert!(report.contains("lost 0 · duplicated 0"), "{report}");
+        let number = |after: &str| -> u64 {
+            report
+                .split(after)
+                .nth(1)
+                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        assert!(
+            number("reconnects   ") > 0,
+            "none of the {name} students reconnected after the SIGKILL:\n{report}"
+        );
+        if name == "staying" {
+            frames = number("reconnect frames ");
+        }
+    }
+    // The drained pod told its students to move, and they did, with `since`, losing nothing.
     assert!(
-        reconnects > 0,
-        "nobody reconnected (the kill and the drain moved no one):\n{report}"
+        frames > 0,
+        "the drain moved none of the students who stayed"
     );
 
     // Deleting the LiveClass removes everything it made.
