@@ -32,6 +32,8 @@ pub struct Stores {
     pub statefulsets: Store<StatefulSet>,
     pub hpas: Store<HorizontalPodAutoscaler>,
     pub pods: Store<Pod>,
+    /// Set once every cache has listed: the one waiter on the caches' readiness.
+    pub listed: Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -46,20 +48,30 @@ impl std::fmt::Debug for Stores {
 impl Stores {
     /// Resolves once every cache holds its first complete list, so a reconcile never mistakes
     /// "not listed yet" for "absent".
+    ///
+    /// Many reconciles wait here at once when the operator starts with classes to do, and a
+    /// store's `wait_until_ready` wakes only the last of several tasks waiting on it (its
+    /// one-shot channel keeps one waker), which left all the others waiting forever: 31 of the
+    /// first 32 classes never reconciled. So exactly one task waits on the stores, inside a
+    /// `OnceCell` whose other callers are woken properly.
     pub async fn ready(&self) {
-        let _ = futures_util::future::join(
-            futures_util::future::join3(
-                self.deployments.wait_until_ready(),
-                self.services.wait_until_ready(),
-                self.pdbs.wait_until_ready(),
-            ),
-            futures_util::future::join3(
-                self.statefulsets.wait_until_ready(),
-                self.hpas.wait_until_ready(),
-                self.pods.wait_until_ready(),
-            ),
-        )
-        .await;
+        self.listed
+            .get_or_init(|| async {
+                let _ = futures_util::future::join(
+                    futures_util::future::join3(
+                        self.deployments.wait_until_ready(),
+                        self.services.wait_until_ready(),
+                        self.pdbs.wait_until_ready(),
+                    ),
+                    futures_util::future::join3(
+                        self.statefulsets.wait_until_ready(),
+                        self.hpas.wait_until_ready(),
+                        self.pods.wait_until_ready(),
+                    ),
+                )
+                .await;
+            })
+            .await;
     }
 }
 
@@ -257,5 +269,65 @@ pub fn world(stores: &Stores, lc: &LiveClass, attendance: AttendanceView) -> Wor
         existing,
         pods,
         attendance,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use kube::runtime::{reflector, watcher};
+
+    use super::*;
+
+    /// 32 reconciles wait for the caches at once, as when the operator starts with classes to
+    /// do; the caches list; every one of them goes on (with a plain `wait_until_ready` per
+    /// reconcile only the last to wait was woken, and the rest waited forever).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_reconcile_waiting_for_the_caches_goes_on_once_they_have_listed() {
+        let (deployments, mut d) = reflector::store::<Deployment>();
+        let (services, mut s) = reflector::store::<Service>();
+        let (pdbs, mut b) = reflector::store::<PodDisruptionBudget>();
+        let (statefulsets, mut t) = reflector::store::<StatefulSet>();
+        let (hpas, mut h) = reflector::store::<HorizontalPodAutoscaler>();
+        let (pods, mut p) = reflector::store::<Pod>();
+        let stores = Stores {
+            deployments,
+            services,
+            pdbs,
+            statefulsets,
+            hpas,
+            pods,
+            listed: Arc::default(),
+        };
+        let waiting: Vec<_> = (0..32)
+            .map(|_| {
+                let stores = stores.clone();
+                tokio::spawn(async move { stores.ready().await })
+            })
+            .collect();
+        // Let every one of them wait first.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        d.apply_watcher_event(&watcher::Event::InitDone);
+        s.apply_watcher_event(&watcher::Event::InitDone);
+        b.apply_watcher_event(&watcher::Event::InitDone);
+        t.apply_watcher_event(&watcher::Event::InitDone);
+        h.apply_watcher_event(&watcher::Event::InitDone);
+        p.apply_watcher_event(&watcher::Event::InitDone);
+        let mut done = 0;
+        for task in waiting {
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_ok()
+            {
+                done += 1;
+            }
+        }
+        assert_eq!(
+            done, 32,
+            "reconciles left waiting for caches that had listed"
+        );
     }
 }

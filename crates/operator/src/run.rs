@@ -316,6 +316,7 @@ async fn control(shared: Arc<Shared>) {
         statefulsets,
         hpas,
         pods,
+        listed: Arc::default(),
     };
     let applier = Applier::new(
         client.clone(),
