@@ -56,10 +56,6 @@ fn servers(redis: &RedisServer, n: usize, args: &[&str]) -> Vec<SocketServer> {
     (0..n)
         .map(|i| {
             SocketServerBuilder::new(redis.url(), format!("deploy-socket-{i}"), SECRET)
-                // Works around the server's deadlock when the last member of a labelled class
-                // leaves (crates/socket/src/hub.rs `Hub::leave`; /work/coord/notes/15.md): every
-                // class counts as `_other`. Remove once the server is fixed.
-                .args(["--max-class-metrics", "0"])
                 .args(args.iter().copied())
                 .start()
                 .expect("socket server")

@@ -103,10 +103,6 @@ fn stack() -> (RedisServer, Vec<SocketServer>) {
     let servers = (0..2)
         .map(|i| {
             SocketServerBuilder::new(redis.url(), format!("split-socket-{i}"), SECRET)
-                // Works around the server's deadlock when the last member of a labelled class
-                // leaves (crates/socket/src/hub.rs `Hub::leave`; /work/coord/notes/15.md): every
-                // class counts as `_other`. Remove once the server is fixed.
-                .args(["--max-class-metrics", "0"])
                 .start()
                 .expect("socket server")
         })
