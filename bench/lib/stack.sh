@@ -211,10 +211,13 @@ lc_metric() {
 lc_start_caddy() {
   local run=$1 upstreams="" p
   for p in "${LC_SOCKET_PORTS[@]}"; do upstreams+="127.0.0.1:$p "; done
-  LC_CADDY_PORT=$(lc_free_port)
+  # A caller that must know the port before the socket servers start (their allowed Origin)
+  # sets LC_CADDY_PORT_WANTED.
+  LC_CADDY_PORT=${LC_CADDY_PORT_WANTED:-$(lc_free_port)}
   LC_CADDY_ADMIN=$(lc_free_port)
   mkdir -p "$run/caddy-home"
   env LIVECLASS_BIND=127.0.0.1 LIVECLASS_PORT="$LC_CADDY_PORT" LIVECLASS_UPSTREAMS="${upstreams% }" \
+    LIVECLASS_CLIENTS="$LC_ROOT/clients" \
     LIVECLASS_CADDY_ADMIN="127.0.0.1:$LC_CADDY_ADMIN" HOME="$run/caddy-home" \
     XDG_CONFIG_HOME="$run/caddy-home" XDG_DATA_HOME="$run/caddy-home" \
     nice -n "$LC_NICE" "$LC_CADDY" run --config "$LC_ROOT/Caddyfile" --adapter caddyfile >"$run/caddy.log" 2>&1 &
