@@ -47,6 +47,12 @@ const GRACE_SLACK_SECONDS: i64 = 10;
 const READINESS_PERIOD_SECONDS: i32 = 2;
 const READINESS_FAILURES: i32 = 3;
 const COMPONENT: &str = "socket";
+/// Whose `X-Forwarded-For` the socket servers believe for a student's address: the private
+/// ranges pod networks use, where the gateway runs. Students reach the pods only through the
+/// gateway (the Services are ClusterIP), so without this every student of the class would share
+/// the gateway's address, and so one per-address handshake budget, and an arrival storm would
+/// be refused with 429. The gateway (Caddy) replaces an `X-Forwarded-For` it gets from outside.
+pub const TRUSTED_PROXIES: &str = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7";
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
@@ -135,6 +141,7 @@ pub(crate) fn deployment(
             lc.spec.redis.history_length.to_string(),
         ),
         env("LIVECLASS_TOKEN_SECRET_FILE", format!("{TOKEN_DIR}/key")),
+        env("LIVECLASS_TRUSTED_PROXIES", TRUSTED_PROXIES),
     ];
     match &lc.spec.redis.external {
         Some(external) => env.push(EnvVar {

@@ -135,6 +135,45 @@ fn live_class_gets_planned_replicas_probes_ports_and_owner() {
     assert_eq!(d.owned().len(), 6);
 }
 
+/// Whether `ip` is inside `net` (`addr/len`), for IPv4 and IPv6 alike.
+fn in_net(net: &str, ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    let (addr, len) = net.split_once('/').unwrap();
+    let len: u32 = len.parse().unwrap();
+    let bits = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 4),
+        IpAddr::V6(v6) => (u128::from(v6), 6),
+    };
+    let (net_bits, net_family) = bits(addr.parse().unwrap());
+    let (ip_bits, ip_family) = bits(ip);
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len)
+    };
+    net_family == ip_family && net_bits & mask == ip_bits & mask
+}
+
+#[test]
+fn socket_pods_believe_the_gateway_for_the_students_address() {
+    let d = desired(&class(serde_json::json!({})), "2026-12-01T14:10:00Z");
+    let nets = env(&d, "LIVECLASS_TRUSTED_PROXIES").value.clone().unwrap();
+    let trusted = |ip: &str| nets.split(',').any(|n| in_net(n, ip.parse().unwrap()));
+    // The local cluster's pod network (10.245.0.0/16) and those of common CNIs.
+    for gateway in [
+        "10.245.0.7",
+        "172.17.0.3",
+        "192.168.1.9",
+        "100.64.3.2",
+        "fd00::1",
+    ] {
+        assert!(trusted(gateway), "{gateway} not trusted in {nets}");
+    }
+    for student in ["203.0.113.5", "8.8.8.8", "2001:db8::1", "172.32.0.1"] {
+        assert!(!trusted(student), "{student} trusted in {nets}");
+    }
+}
+
 #[test]
 fn without_a_token_secret_the_generated_one_is_mounted_with_its_previous_key() {
     let mut lc = class(serde_json::json!({}));
