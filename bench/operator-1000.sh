@@ -6,6 +6,9 @@
 #      state. BENCH_REPEAT runs (3), each in a fresh control plane, written to
 #      bench/results/operator-1000-<n>.json; bench/results/operator-1000.json is their median
 #      and spread. Knobs: BENCH_CLASSES (1000), BENCH_STEADY_SECONDS (120).
+#   1b. api_floor: the same classes and the same writes sent by the bench itself (no operator):
+#      the API server's floor under (1) on this machine. operator-1000-floor-<n>.json and the
+#      summary operator-1000-floor.json.
 #   2. fifty_live_classes (with BENCH_LIVE=1): 50 live classes on 3 KWOK nodes, one student more
 #      per class every 5 s for BENCH_MINUTES (5), against the documented write bound (the test
 #      fails above it). BENCH_REPEAT runs, bench/results/operator-live-50-<n>.json and the
@@ -75,6 +78,14 @@ for n in $(seq 1 "$REPEAT"); do
 done
 summarize operator-1000 all_reconciled_seconds operator_rss_mib_peak operator_rss_mib_after_steady_state \
   api_writes_per_class_until_all steady_api_writes_per_class_per_minute steady_reconciles_per_class_per_minute
+
+for n in $(seq 1 "$REPEAT"); do
+  loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)
+  BENCH_OUT="$results/operator-1000-floor-$n.json" \
+    cargo test --release -p liveclass-operator --test bench_1000 -- --ignored --nocapture --test-threads 1 api_floor
+  add_provenance "$results/operator-1000-floor-$n.json" "$n"
+done
+summarize operator-1000-floor all_written_seconds api_writes_per_class
 
 if [[ ${BENCH_LIVE:-0} == 1 ]]; then
   for n in $(seq 1 "$REPEAT"); do

@@ -1,6 +1,7 @@
 //! Classes as a school writes them: every shipped example becomes Ready, a class without a
 //! token Secret gets one, same-named classes in two namespaces on one External Redis stay
-//! apart, and a class that has ended for good is released after its TTL.
+//! apart, classes on one Redis share one connection to it, and a class that has ended for good
+//! is released after its TTL.
 
 use std::{path::Path, time::Duration};
 
@@ -192,6 +193,67 @@ async fn same_named_classes_in_two_namespaces_on_one_redis_stay_apart() {
     for operator in operators {
         operator.stop().await.unwrap();
     }
+}
+
+/// Connections the Redis has open, but the one asking.
+fn redis_clients(redis: &RedisServer) -> usize {
+    redis
+        .command(&["CLIENT", "LIST"])
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" addr=") && !l.contains("cmd=client|list"))
+        .count()
+}
+
+/// Three classes whose attendance is in one Redis are read through one connection, and it is
+/// closed once the last of them is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classes_on_one_redis_share_one_connection_until_the_last_is_deleted() {
+    let cluster = cluster().await;
+    let redis = RedisServer::start().unwrap();
+    let ns = cluster.namespace("lc-shared-redis").await.unwrap();
+    let operator = start_operator_with(&ns, &redis).await;
+    let names = ["art-1", "art-2", "art-3"];
+    for (i, name) in names.iter().enumerate() {
+        create(
+            &ns,
+            &live_class(name, Utc::now() - TimeDelta::seconds(30), json!({})),
+        )
+        .await;
+        connect_students(&redis, &class_id(&ns, name), 10 * (i + 1));
+    }
+    for (i, name) in names.iter().enumerate() {
+        let want = 10 * (i as u64 + 1);
+        status_where(
+            &ns,
+            name,
+            &format!("{want} connected"),
+            Duration::from_secs(20),
+            |lc| lc.status.as_ref().and_then(|s| s.connected_students) == Some(want),
+        )
+        .await;
+    }
+    assert_eq!(redis_clients(&redis), 1, "one connection for three classes");
+    let api = ns.api::<LiveClass>();
+    for name in &names[..2] {
+        api.delete(name, &Default::default()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        redis_clients(&redis),
+        1,
+        "the last class still reads through it"
+    );
+    api.delete(names[2], &Default::default()).await.unwrap();
+    wait::until(
+        "the connection closed after the last class went",
+        Duration::from_secs(20),
+        POLL,
+        || async { (redis_clients(&redis) == 0).then_some(()) },
+    )
+    .await
+    .unwrap();
+    operator.stop().await.unwrap();
 }
 
 /// Without the permission to read Secrets, an External class runs on its schedule and says
