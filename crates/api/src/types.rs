@@ -207,6 +207,14 @@ pub struct SocketSpec {
     #[serde(default = "default_pod_startup")]
     pub pod_startup: GoDuration,
 
+    /// Let the operator scale up earlier when this class's pods (or, until it has seen three
+    /// of them, its namespace's socket pods) took longer than `podStartup` to become Ready: the
+    /// lead is then their observed 95th percentile, never less than `podStartup`. What was
+    /// observed is in `status.podStartup` either way, with a `SlowPodStartup` Warning Event
+    /// when `podStartup` is shorter than it.
+    #[serde(default = "default_true")]
+    pub learn_pod_startup: bool,
+
     /// How long a stopping pod spends handing its students to other pods (its graceful
     /// shutdown window); the operator sets the pods' termination grace period from it.
     #[serde(default = "default_drain_window")]
@@ -241,6 +249,10 @@ fn default_min_replicas() -> u32 {
 
 fn default_max_replicas() -> u32 {
     100
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_pod_startup() -> GoDuration {
@@ -520,6 +532,11 @@ pub struct LiveClassStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanStatus>,
 
+    /// How long the class's socket pods were observed to take from creation to Ready, and the
+    /// lead the plan scales up with because of it (`spec.socket.learnPodStartup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_startup: Option<PodStartupStatus>,
+
     /// The Secret key the socket servers verify students' tokens with (the spec's, or the one
     /// the operator generated); the school's backend signs tokens with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -542,6 +559,26 @@ pub struct LiveClassStatus {
     /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// Observed start-up time of a class's socket pods.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStartupStatus {
+    /// 95th percentile of the observed times from pod creation to Ready, in whole seconds
+    /// (rounded up).
+    #[schemars(extend("format" = "int64"))]
+    pub observed_p95_seconds: i64,
+    /// How many pods the percentile is taken over (the newest 50 at most).
+    #[schemars(extend("format" = "int32"))]
+    pub samples: u32,
+    /// Whose pods: `Class` (this class's own), or `Namespace` (its namespace's socket pods, while
+    /// the class has fewer than three of its own).
+    pub scope: String,
+    /// The lead the plan scales up with before `start - warmup`: `spec.socket.podStartup`, or
+    /// the observed percentile when it is longer and learning is on.
+    #[schemars(extend("format" = "int64"))]
+    pub lead_seconds: i64,
 }
 
 /// The milestones of one occurrence and what is planned for it.

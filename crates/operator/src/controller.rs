@@ -21,7 +21,8 @@ use crate::{
     decide::{self, Note, NoteType, decide},
     error::Error,
     metrics::Metrics,
-    observe::{self, Stores},
+    observe::{self, Stores, World},
+    startup::{Estimate, Estimator},
     status,
 };
 
@@ -41,6 +42,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// The status last written per object, until the watch cache has caught up with it.
     written: Mutex<HashMap<String, status::Written>>,
+    /// How long socket pods took to start, per class and namespace.
+    startup: Mutex<Estimator>,
 }
 
 impl std::fmt::Debug for Context {
@@ -78,6 +81,7 @@ impl Context {
             config,
             failures: Mutex::default(),
             written: Mutex::default(),
+            startup: Mutex::default(),
         }
     }
 
@@ -93,6 +97,17 @@ impl Context {
         if let Ok(mut written) = self.written.lock() {
             written.remove(&format!("{namespace}/{name}"));
         }
+        if let Ok(mut startup) = self.startup.lock() {
+            startup.forget(namespace, name);
+        }
+    }
+
+    /// Counts the start-ups of the class's pods seen Ready, and returns the estimate.
+    fn pod_startup(&self, namespace: &str, name: &str, world: &World) -> Option<Estimate> {
+        let mut startup = self.startup.lock().ok()?;
+        let pods = world.pods.iter().map(|p| (p.uid.as_str(), p.started_in));
+        startup.observe(namespace, name, pods);
+        startup.estimate(namespace, name)
     }
 
     /// The class as last written by this operator, if the watch cache is behind it.
@@ -178,6 +193,7 @@ async fn reconcile_inner(lc: &LiveClass, ctx: &Context) -> Result<(Action, &'sta
     let now = Utc::now();
     let cached = ctx.attendance.cached(&class_id).await;
     let mut world = observe::world(&ctx.stores, lc, cached);
+    world.pod_startup = ctx.pod_startup(&namespace, &name, &world);
     let mut decision = decide(lc, &world, now)?;
     if decision.watch_attendance
         && let Some(source) = &decision.redis_source

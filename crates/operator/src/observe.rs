@@ -15,7 +15,7 @@ use kube::{
     Resource, ResourceExt,
     runtime::reflector::{ObjectRef, Store},
 };
-use liveclass_api::LiveClass;
+use liveclass_api::{LiveClass, time::from_k8s};
 
 use crate::{
     MANAGER,
@@ -99,6 +99,9 @@ pub struct RedisView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodView {
     pub name: String,
+    pub uid: String,
+    /// From creation to its Ready condition turning true, once it is Ready.
+    pub started_in: Option<std::time::Duration>,
     /// Its `controller.kubernetes.io/pod-deletion-cost`, if set.
     pub deletion_cost: Option<i32>,
     /// Being deleted already.
@@ -126,6 +129,8 @@ pub struct World {
     pub existing: Vec<Existing>,
     pub pods: Vec<PodView>,
     pub attendance: AttendanceView,
+    /// How long the class's pods were seen to take to start (see [`crate::startup`]).
+    pub pod_startup: Option<crate::startup::Estimate>,
 }
 
 impl World {
@@ -185,6 +190,20 @@ fn int(n: Option<i32>) -> Option<u32> {
 }
 
 /// What the stores say about `lc`'s objects, with the attendance view given.
+/// From the pod's creation to its Ready condition turning true, if it is Ready.
+fn started_in(p: &Pod) -> Option<std::time::Duration> {
+    let created = p.metadata.creation_timestamp.as_ref()?;
+    let ready = p
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready" && c.status == "True")?;
+    let since = from_k8s(ready.last_transition_time.as_ref()?)?;
+    (since - from_k8s(created)?).to_std().ok()
+}
+
 pub fn world(stores: &Stores, lc: &LiveClass, attendance: AttendanceView) -> World {
     let Some(namespace) = lc.namespace() else {
         return World::default();
@@ -255,6 +274,8 @@ pub fn world(stores: &Stores, lc: &LiveClass, attendance: AttendanceView) -> Wor
         })
         .map(|p| PodView {
             name: p.name_any(),
+            uid: p.uid().unwrap_or_default(),
+            started_in: started_in(p),
             deletion_cost: p
                 .annotations()
                 .get(POD_DELETION_COST)
@@ -269,6 +290,7 @@ pub fn world(stores: &Stores, lc: &LiveClass, attendance: AttendanceView) -> Wor
         existing,
         pods,
         attendance,
+        pod_startup: None,
     }
 }
 

@@ -17,7 +17,7 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
         autoscaling::v2::HorizontalPodAutoscaler,
-        core::v1::{Pod, Service},
+        core::v1::{Pod, PodStatus, Service},
         policy::v1::PodDisruptionBudget,
     },
     apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry},
@@ -307,7 +307,13 @@ async fn control(shared: Arc<Shared>) {
     let (pods, pod_events) = owned::<Pod>(client, ns, |p| {
         slim(p);
         p.spec = None;
-        p.status = None;
+        // The Ready condition only: when it turned true is the pod's start-up time.
+        p.status = p.status.take().map(|s| PodStatus {
+            conditions: s
+                .conditions
+                .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect()),
+            ..PodStatus::default()
+        });
     });
     let stores = Stores {
         deployments,

@@ -265,6 +265,8 @@ pub fn valid(i: &Inputs<'_>) -> LiveClassStatus {
             redis: Some(shape_name(plan.redis.shape).to_owned()),
             redis_max_memory: plan.redis.memory.map(|m| m.max_memory_arg()),
         }),
+        // Set by the decide step, which holds the start-up estimate.
+        pod_startup: None,
         token_secret_ref: i.token.clone(),
         next_transition: plan.next_transition.and_then(to_k8s),
         last_scale_down_time: plan.socket.last_scale_down.and_then(to_k8s),

@@ -200,6 +200,18 @@ pub struct ClusterOptions {
     pub startup_timeout: Duration,
     /// Add a real node (kubelet, containerd, kube-proxy, CoreDNS); needs `pods`.
     pub real_node: Option<RealNodeOptions>,
+    /// How long KWOK takes to make a pod Ready on some fake nodes (default: at once).
+    pub pod_start_delays: Vec<PodStartDelay>,
+}
+
+/// On the fake nodes `kwok-node-<i>` for `i` in `nodes`, a pod turns Ready a time drawn
+/// uniformly from `[min, max]` after it is scheduled (KWOK's stage delay and jitter), as a
+/// kubelet pulling an image and starting a container would.
+#[derive(Debug, Clone)]
+pub struct PodStartDelay {
+    pub nodes: std::ops::Range<usize>,
+    pub min: Duration,
+    pub max: Duration,
 }
 
 impl ClusterOptions {
@@ -211,6 +223,7 @@ impl ClusterOptions {
             state_dir: None,
             startup_timeout: Duration::from_secs(120),
             real_node: None,
+            pod_start_delays: Vec::new(),
         }
     }
 
@@ -227,6 +240,18 @@ impl ClusterOptions {
     pub fn real_node(mut self, options: RealNodeOptions) -> Self {
         self.pods = true;
         self.real_node = Some(options);
+        self
+    }
+
+    /// Pods on the fake nodes in `nodes` turn Ready between `min` and `max` after scheduling.
+    pub fn pod_start_delay(
+        mut self,
+        nodes: std::ops::Range<usize>,
+        min: Duration,
+        max: Duration,
+    ) -> Self {
+        self.pod_start_delays
+            .push(PodStartDelay { nodes, min, max });
         self
     }
 
@@ -661,6 +686,58 @@ fn kwok_args(kubeconfig: &Path, stages: &Path) -> Vec<String> {
     ]
 }
 
+/// KWOK's stages, with the `pod-ready` stage split per [`PodStartDelay`]: one copy per delay,
+/// limited to its nodes, and the original for every other node.
+fn kwok_stages(delays: &[PodStartDelay]) -> String {
+    if delays.is_empty() {
+        return KWOK_STAGES.to_owned();
+    }
+    let nodes = |range: &std::ops::Range<usize>| {
+        range
+            .clone()
+            .map(|i| format!("      - 'kwok-node-{i}'\n"))
+            .collect::<String>()
+    };
+    let on = |operator: &str, values: &str| {
+        format!(
+            "    - key: '.spec.nodeName'\n      operator: '{operator}'\n      values:\n{values}"
+        )
+    };
+    let mut docs = Vec::new();
+    for doc in KWOK_STAGES.split("\n---\n") {
+        if !doc.contains("\n  name: pod-ready\n") {
+            docs.push(doc.to_owned());
+            continue;
+        }
+        let all: String = delays.iter().map(|d| nodes(&d.nodes)).collect();
+        docs.push(doc.replacen(
+            "\n  next:\n",
+            &format!("\n{}  next:\n", on("NotIn", &all)),
+            1,
+        ));
+        for (i, d) in delays.iter().enumerate() {
+            let delay = format!(
+                "  delay:\n    durationMilliseconds: {}\n    jitterDurationMilliseconds: {}\n",
+                d.min.as_millis(),
+                d.max.as_millis()
+            );
+            docs.push(
+                doc.replacen(
+                    "  name: pod-ready\n",
+                    &format!("  name: pod-ready-{i}\n"),
+                    1,
+                )
+                .replacen(
+                    "\n  next:\n",
+                    &format!("\n{}{delay}  next:\n", on("In", &nodes(&d.nodes))),
+                    1,
+                ),
+            );
+        }
+    }
+    docs.join("\n---\n")
+}
+
 /// A fake node for KWOK to play the kubelet of.
 fn fake_node(name: &str) -> Result<Node, ClusterError> {
     let node = serde_json::json!({
@@ -940,7 +1017,8 @@ impl LocalCluster {
 
         // KWOK, then its nodes: ready when every node reports Ready.
         let stages = self.dir.join("kwok-stages.yaml");
-        fs::write(&stages, KWOK_STAGES).map_err(io(format!("writing {}", stages.display())))?;
+        fs::write(&stages, kwok_stages(&options.pod_start_delays))
+            .map_err(io(format!("writing {}", stages.display())))?;
         // HOME points into the cluster folder so a person's ~/.kwok/kwok.yaml is not read.
         let kwok_home = self.dir.join("kwok-home");
         let kwok_idx = self.spawn(
@@ -1281,5 +1359,57 @@ impl Drop for TestNamespace {
             });
         });
         let _ = handle.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The stages as KWOK reads them: the pod-ready stage once per delay, limited to its nodes,
+    /// and once for the rest; the other stages as they were.
+    #[test]
+    fn pod_start_delays_split_the_pod_ready_stage_by_node() {
+        let delays = [PodStartDelay {
+            nodes: 4..6,
+            min: Duration::from_secs(30),
+            max: Duration::from_secs(60),
+        }];
+        let text = kwok_stages(&delays);
+        let docs: Vec<serde_json::Value> = text
+            .split("\n---\n")
+            .filter(|d| d.contains("kind: Stage"))
+            .map(|d| serde_yaml::from_str(d).unwrap())
+            .collect();
+        let base = KWOK_STAGES
+            .split("\n---\n")
+            .filter(|d| d.contains("kind: Stage"))
+            .count();
+        assert_eq!(docs.len(), base + 1);
+        let stage = |name: &str| docs.iter().find(|d| d["metadata"]["name"] == name).unwrap();
+        let node_rule = |d: &serde_json::Value| {
+            d["spec"]["selector"]["matchExpressions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["key"] == ".spec.nodeName")
+                .cloned()
+                .unwrap()
+        };
+        let slow = stage("pod-ready-0");
+        assert_eq!(slow["spec"]["delay"]["durationMilliseconds"], 30_000);
+        assert_eq!(slow["spec"]["delay"]["jitterDurationMilliseconds"], 60_000);
+        let rule = node_rule(slow);
+        assert_eq!(rule["operator"], "In");
+        assert_eq!(
+            rule["values"],
+            serde_json::json!(["kwok-node-4", "kwok-node-5"])
+        );
+        let rest = stage("pod-ready");
+        assert!(rest["spec"].get("delay").is_none());
+        assert_eq!(node_rule(rest)["operator"], "NotIn");
+        assert_eq!(kwok_stages(&[]), KWOK_STAGES);
     }
 }

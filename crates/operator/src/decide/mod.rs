@@ -5,13 +5,14 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use liveclass_api::{
     LiveClass, LiveClassStatus, Phase, Plan,
     plan::{Observed, PeakAttendance},
     time::from_k8s,
+    types::PodStartupStatus,
     types::RedisMode,
     validate::{ValidationError, describe, validate_class},
 };
@@ -22,6 +23,7 @@ use crate::{
     metrics::ClassFigures,
     observe::World,
     resources::{self, Desired, Owned, redis_url},
+    startup,
     status::{self, LATE, find},
 };
 
@@ -117,7 +119,7 @@ pub fn requeue_after(
 pub fn decide(lc: &LiveClass, world: &World, now: DateTime<Utc>) -> Result<Decision, Error> {
     let old = lc.status.clone().unwrap_or_default();
     let generation = lc.metadata.generation;
-    let spec = match validate_class(lc) {
+    let mut spec = match validate_class(lc) {
         Ok(spec) => spec,
         Err(errors) => return Ok(refuse(&old, &errors, generation, now)),
     };
@@ -161,6 +163,13 @@ pub fn decide(lc: &LiveClass, world: &World, now: DateTime<Utc>) -> Result<Decis
         peak,
         last_scale_down: status::last_scale_down(&old),
     };
+    // The lead for pods to start: the spec's, or longer if they were seen to take longer.
+    let spec_lead = spec.socket.pod_startup.to_std().unwrap_or_default();
+    let learn = lc.spec.socket.learn_pod_startup;
+    let lead = startup::lead(spec_lead, world.pod_startup, learn);
+    if let Ok(lead) = TimeDelta::from_std(lead) {
+        spec.socket.pod_startup = lead;
+    }
     let plan = liveclass_api::plan(&spec, now, &observed);
 
     let token = resources::token_source(lc);
@@ -199,7 +208,7 @@ pub fn decide(lc: &LiveClass, world: &World, now: DateTime<Utc>) -> Result<Decis
         _ => None,
     };
 
-    let status = status::valid(&status::Inputs {
+    let mut status = status::valid(&status::Inputs {
         old: &old,
         plan: &plan,
         world,
@@ -209,7 +218,14 @@ pub fn decide(lc: &LiveClass, world: &World, now: DateTime<Utc>) -> Result<Decis
         generation,
         now,
     });
-    let events = notes(&old, &status, &plan);
+    status.pod_startup = world.pod_startup.map(|e| PodStartupStatus {
+        observed_p95_seconds: whole_seconds(e.p95),
+        samples: u32::try_from(e.samples).unwrap_or(u32::MAX),
+        scope: e.scope.as_str().to_owned(),
+        lead_seconds: whole_seconds(lead),
+    });
+    let mut events = notes(&old, &status, &plan);
+    events.extend(slow_startup(&old, world.pod_startup, spec_lead, learn));
     let just_ready = status.capacity_ready_time.is_some()
         && (old.capacity_ready_time.is_none() || old.occurrence_start != status.occurrence_start);
     let was_late = find(&old.conditions, liveclass_api::condition::CAPACITY_READY)
@@ -250,6 +266,51 @@ pub fn decide(lc: &LiveClass, world: &World, now: DateTime<Utc>) -> Result<Decis
         phase: Some(plan.phase),
         outcome: "applied",
     })
+}
+
+fn whole_seconds(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// A Warning when pods were seen to take longer to start than `spec.socket.podStartup`, once
+/// per time it becomes true (not on every reconcile while it stays true).
+fn slow_startup(
+    old: &LiveClassStatus,
+    estimate: Option<startup::Estimate>,
+    spec_lead: Duration,
+    learn: bool,
+) -> Option<Note> {
+    let e = estimate.filter(|e| e.p95 > spec_lead)?;
+    let spec_secs = whole_seconds(spec_lead);
+    let reported = old
+        .pod_startup
+        .as_ref()
+        .is_some_and(|p| p.observed_p95_seconds > spec_secs);
+    if reported {
+        return None;
+    }
+    let whose = match e.scope {
+        startup::Scope::Class => "this class's",
+        startup::Scope::Namespace => "this namespace's socket",
+    };
+    let observed = whole_seconds(e.p95);
+    let late_by = observed - spec_secs;
+    let what = if learn {
+        format!("scaling up {late_by}s earlier, so capacity is Ready by start - warmup")
+    } else {
+        format!(
+            "capacity may be Ready up to {late_by}s after start - warmup; raise \
+             spec.socket.podStartup to {observed}s, or set spec.socket.learnPodStartup: true"
+        )
+    };
+    Some(Note::warning(
+        "SlowPodStartup",
+        format!(
+            "{whose} pods took up to {observed}s from creation to Ready (95th percentile of \
+             {}), longer than spec.socket.podStartup ({spec_secs}s): {what}",
+            e.samples
+        ),
+    ))
 }
 
 /// A spec the operator refuses: `Ready=False` with every problem, one Warning Event per

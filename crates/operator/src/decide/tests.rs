@@ -176,6 +176,8 @@ fn a_drain_step_first_ranks_the_pods_by_their_connections() {
         .iter()
         .map(|name| PodView {
             name: format!("physics-101-socket-x-{name}"),
+            uid: format!("uid-{name}"),
+            started_in: None,
             deletion_cost: None,
             terminating: false,
         })
@@ -380,4 +382,83 @@ fn right_after_a_drain_step_a_cache_behind_the_status_written_takes_no_second_st
     other.metadata.uid = Some("u-2".into());
     assert!(status::caught_up(&other, Some(&written)).is_none());
     assert!(status::caught_up(&lc, None).is_none());
+}
+
+fn slow_pods(p95_secs: u64) -> World {
+    World {
+        pod_startup: Some(crate::startup::Estimate {
+            p95: std::time::Duration::from_secs(p95_secs),
+            samples: 12,
+            scope: crate::startup::Scope::Namespace,
+        }),
+        ..World::default()
+    }
+}
+
+/// `podStartup` is 2 minutes (scale-up 13:48 for Ready by 13:50); pods were seen to take 5.
+#[test]
+fn pods_seen_starting_slower_than_pod_startup_move_the_scale_up_earlier_and_warn_once() {
+    let mut lc = class(serde_json::json!({}));
+    let world = slow_pods(300);
+    let d = settle(&mut lc, &world, utc("2026-12-01T12:00:00Z"));
+    let plan = d.status.plan.clone().unwrap();
+    assert_eq!(plan.scale_up_time, to_k8s(utc("2026-12-01T13:45:00Z")));
+    assert_eq!(plan.ready_by_time, to_k8s(utc("2026-12-01T13:50:00Z")));
+    assert_eq!(
+        d.status.pod_startup,
+        Some(PodStartupStatus {
+            observed_p95_seconds: 300,
+            samples: 12,
+            scope: "Namespace".to_owned(),
+            lead_seconds: 300,
+        })
+    );
+    let warning = d
+        .events
+        .iter()
+        .find(|e| e.reason == "SlowPodStartup")
+        .unwrap();
+    assert_eq!(warning.type_, NoteType::Warning);
+    assert!(
+        warning.message.contains("scaling up 180s earlier"),
+        "{}",
+        warning.message
+    );
+    // 13:45 is now a transition: the class scales up then, not at 13:48.
+    assert_eq!(d.next_transition, Some(utc("2026-12-01T13:45:00Z")));
+    let d = settle(&mut lc, &world, utc("2026-12-01T12:01:00Z"));
+    assert!(d.events.is_empty(), "warned once: {:?}", d.events);
+    let d = settle(&mut lc, &world, utc("2026-12-01T13:45:00Z"));
+    assert_eq!(d.status.planned_replicas, Some(4));
+}
+
+#[test]
+fn without_learning_the_plan_keeps_pod_startup_and_the_warning_says_what_to_change() {
+    let mut lc = class(serde_json::json!({ "spec": { "socket": { "learnPodStartup": false } } }));
+    let d = settle(&mut lc, &slow_pods(300), utc("2026-12-01T12:00:00Z"));
+    let plan = d.status.plan.clone().unwrap();
+    assert_eq!(plan.scale_up_time, to_k8s(utc("2026-12-01T13:48:00Z")));
+    assert_eq!(d.status.pod_startup.as_ref().unwrap().lead_seconds, 120);
+    let warning = d
+        .events
+        .iter()
+        .find(|e| e.reason == "SlowPodStartup")
+        .unwrap();
+    assert!(
+        warning
+            .message
+            .contains("raise spec.socket.podStartup to 300s"),
+        "{}",
+        warning.message
+    );
+}
+
+#[test]
+fn pods_faster_than_pod_startup_change_nothing_and_say_nothing() {
+    let mut lc = class(serde_json::json!({}));
+    let d = settle(&mut lc, &slow_pods(20), utc("2026-12-01T12:00:00Z"));
+    let plan = d.status.plan.clone().unwrap();
+    assert_eq!(plan.scale_up_time, to_k8s(utc("2026-12-01T13:48:00Z")));
+    assert_eq!(d.status.pod_startup.as_ref().unwrap().lead_seconds, 120);
+    assert!(!reasons(&d).contains(&"SlowPodStartup"));
 }

@@ -26,41 +26,43 @@ pub const POLL: Duration = Duration::from_millis(100);
 /// The shared cluster with pods, with the LiveClass CRD installed and Established.
 pub async fn cluster() -> &'static LocalCluster {
     let cluster = LocalCluster::shared_with_pods().await.unwrap();
-    CRD.get_or_init(|| async {
-        let client = cluster.client().await.unwrap();
-        let crds: Api<CustomResourceDefinition> = Api::all(client);
-        let crd = LiveClass::crd();
-        let name = crd.name_any();
-        crds.patch(
-            &name,
-            &PatchParams::apply("liveclass-test").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-        wait::until(
-            "the CRD to be Established",
-            Duration::from_secs(30),
-            POLL,
-            || {
-                let crds = crds.clone();
-                let name = name.clone();
-                async move {
-                    let crd = crds.get(&name).await.ok()?;
-                    crd.status?
-                        .conditions?
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                        .then_some(())
-                }
-            },
-        )
-        .await
-        .unwrap();
-    })
-    .await;
+    CRD.get_or_init(|| install_crd(cluster)).await;
     init_tracing();
     cluster
+}
+
+/// Applies the LiveClass CRD to `cluster` and waits until it is Established.
+pub async fn install_crd(cluster: &LocalCluster) {
+    let client = cluster.client().await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    let crd = LiveClass::crd();
+    let name = crd.name_any();
+    crds.patch(
+        &name,
+        &PatchParams::apply("liveclass-test").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    wait::until(
+        "the CRD to be Established",
+        Duration::from_secs(30),
+        POLL,
+        || {
+            let crds = crds.clone();
+            let name = name.clone();
+            async move {
+                let crd = crds.get(&name).await.ok()?;
+                crd.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
 }
 
 fn init_tracing() {

@@ -11,3 +11,4 @@ mod classes;
 mod common;
 mod leader;
 mod schedule;
+mod startup;
