@@ -27,72 +27,32 @@ command="bench/operator-1000.sh (BENCH_REPEAT=$REPEAT BENCH_LIVE=${BENCH_LIVE:-0
 # Build once, outside the timed runs.
 cargo test --release -p liveclass-operator --test bench_1000 --no-run
 
-# add_provenance FILE RUN: the facts a figure needs to be read later, merged into FILE.
-add_provenance() {
-  python3 - "$1" "$2" "$command" "$KUBEBUILDER_ASSETS" "$loadavg_before" <<'PY'
-import json, os, subprocess, sys
-path, run, command, assets, before = sys.argv[1:]
-sh = lambda *cmd: subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
-data = json.load(open(path))
-data.update({
-    "run": int(run),
-    "command": command,
-    "build": "release (cargo test --release; the operator binary as its own process)",
-    "commit": sh("git", "rev-parse", "HEAD"),
-    "dirty": bool(sh("git", "status", "--porcelain", "--untracked-files=no")),
-    "rustc": sh("rustc", "--version"),
-    "kube_apiserver": sh(os.path.join(assets, "kube-apiserver"), "--version"),
-    "redis": sh("redis-server", "--version").split(" sha=")[0],
-    "cpus": os.cpu_count(),
-    "loadavg_before": before,
-})
-open(path, "w").write(json.dumps(data, indent=2, sort_keys=True) + "\n")
-PY
-}
-
-# summarize SCENARIO FIGURE...: SCENARIO.json with the median and [min, max] of each FIGURE
-# over the runs' files SCENARIO-<n>.json.
-summarize() {
-  python3 - "$results" "$REPEAT" "$command" "$@" <<'PY'
-import json, statistics, sys
-results, repeat, command, scenario, *figures = sys.argv[1:]
-runs = [json.load(open(f"{results}/{scenario}-{n}.json")) for n in range(1, int(repeat) + 1)]
-out = {"scenario": scenario, "command": command, "runs": len(runs),
-       "run_files": ", ".join(f"{scenario}-{n}.json" for n in range(1, len(runs) + 1)),
-       "commit": runs[-1]["commit"], "dirty": any(r["dirty"] for r in runs)}
-for f in figures:
-    values = [r[f] for r in runs]
-    out[f"{f}_median"] = statistics.median(values)
-    out[f"{f}_min"] = min(values)
-    out[f"{f}_max"] = max(values)
-open(f"{results}/{scenario}.json", "w").write(json.dumps(out, indent=2, sort_keys=True) + "\n")
-print(json.dumps(out, indent=2, sort_keys=True))
-PY
-}
+# shellcheck source=bench/lib/runs.sh
+source bench/lib/runs.sh
 
 for n in $(seq 1 "$REPEAT"); do
   loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)
   BENCH_OUT="$results/operator-1000-$n.json" \
     cargo test --release -p liveclass-operator --test bench_1000 -- --ignored --nocapture --test-threads 1 thousand_classes
-  add_provenance "$results/operator-1000-$n.json" "$n"
+  lc_add_provenance "$results/operator-1000-$n.json" "$n" "$command" "$loadavg_before"
 done
-summarize operator-1000 all_reconciled_seconds operator_rss_mib_peak operator_rss_mib_after_steady_state \
+lc_summarize "$results" "$REPEAT" "$command" operator-1000 all_reconciled_seconds operator_rss_mib_peak operator_rss_mib_after_steady_state \
   api_writes_per_class_until_all steady_api_writes_per_class_per_minute steady_reconciles_per_class_per_minute
 
 for n in $(seq 1 "$REPEAT"); do
   loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)
   BENCH_OUT="$results/operator-1000-floor-$n.json" \
     cargo test --release -p liveclass-operator --test bench_1000 -- --ignored --nocapture --test-threads 1 api_floor
-  add_provenance "$results/operator-1000-floor-$n.json" "$n"
+  lc_add_provenance "$results/operator-1000-floor-$n.json" "$n" "$command" "$loadavg_before"
 done
-summarize operator-1000-floor all_written_seconds api_writes_per_class
+lc_summarize "$results" "$REPEAT" "$command" operator-1000-floor all_written_seconds api_writes_per_class
 
 if [[ ${BENCH_LIVE:-0} == 1 ]]; then
   for n in $(seq 1 "$REPEAT"); do
     loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)
     BENCH_OUT="$results/operator-live-50-$n.json" \
       cargo test --release -p liveclass-operator --test bench_1000 -- --ignored --nocapture --test-threads 1 fifty_live_classes
-    add_provenance "$results/operator-live-50-$n.json" "$n"
+    lc_add_provenance "$results/operator-live-50-$n.json" "$n" "$command" "$loadavg_before"
   done
-  summarize operator-live-50 api_writes_per_class_per_minute reconciles_per_class_per_minute
+  lc_summarize "$results" "$REPEAT" "$command" operator-live-50 api_writes_per_class_per_minute reconciles_per_class_per_minute
 fi

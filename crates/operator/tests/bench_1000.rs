@@ -26,10 +26,7 @@ use std::{
 };
 
 use futures_util::StreamExt as _;
-use k8s_openapi::{
-    NamespaceResourceScope, api::core::v1::Secret,
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use k8s_openapi::{NamespaceResourceScope, api::core::v1::Secret};
 use kube::{
     Api, Client, CustomResourceExt, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
@@ -118,37 +115,6 @@ fn requests(m: &BTreeMap<String, f64>) -> (BTreeMap<String, f64>, f64) {
         .map(|(_, v)| v)
         .sum();
     (by_verb, writes)
-}
-
-async fn install_crd(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = LiveClass::crd();
-    crds.patch(
-        &crd.name_any(),
-        &PatchParams::apply("bench").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-}
-
-async fn wait_serving(api: &Api<LiveClass>) {
-    wait::until(
-        "the CRD to serve",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || {
-            let api = api.clone();
-            async move {
-                api.list(&ListParams::default().limit(1))
-                    .await
-                    .ok()
-                    .map(|_| ())
-            }
-        },
-    )
-    .await
-    .unwrap();
 }
 
 /// A class that is on now (it started a minute ago, for three hours), as a school writes it.
@@ -407,10 +373,9 @@ async fn api_floor() {
         .await
         .unwrap();
     let client = cluster.client().await.unwrap();
-    install_crd(&client).await;
+    cluster.install_crd(&LiveClass::crd()).await.unwrap();
     let ns = cluster.namespace("bench").await.unwrap();
     let api: Api<LiveClass> = ns.api();
-    wait_serving(&api).await;
     let redis = RedisServer::start().unwrap();
     let classes = create_classes(&api, &redis, &ns, n).await;
 
@@ -461,11 +426,9 @@ async fn thousand_classes() {
     let cluster = LocalCluster::start(ClusterOptions::api_only())
         .await
         .unwrap();
-    let client = cluster.client().await.unwrap();
-    install_crd(&client).await;
+    cluster.install_crd(&LiveClass::crd()).await.unwrap();
     let ns = cluster.namespace("bench").await.unwrap();
     let api: Api<LiveClass> = ns.api();
-    wait_serving(&api).await;
     // Attendance, as the classes' socket pods would report it: constant, so steady state is
     // steady.
     let redis = RedisServer::start().unwrap();
@@ -572,11 +535,9 @@ async fn fifty_live_classes() {
     let cluster = LocalCluster::start(ClusterOptions::with_pods(3))
         .await
         .unwrap();
-    let client = cluster.client().await.unwrap();
-    install_crd(&client).await;
+    cluster.install_crd(&LiveClass::crd()).await.unwrap();
     let ns = cluster.namespace("bench-live").await.unwrap();
     let api: Api<LiveClass> = ns.api();
-    wait_serving(&api).await;
     let redis = RedisServer::start().unwrap();
     for i in 0..n {
         api.create(&PostParams::default(), &live(&format!("live-{i:02}"), 300))

@@ -9,7 +9,6 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
@@ -23,8 +22,6 @@ use kube::{
 };
 use liveclass_api::{LiveClass, LiveClassStatus, Phase, time::to_k8s, validate};
 use liveclass_testkit::LocalCluster;
-
-const CRD_NAME: &str = "liveclasses.liveclass.dev";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -46,32 +43,12 @@ fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> T {
 }
 
 /// Applies `manifests/crd.yaml` as committed and waits until the API server serves it.
-async fn install_crd(client: &Client) {
+async fn install_crd(cluster: &LocalCluster) {
     let crd: CustomResourceDefinition = read_yaml(&repo().join("manifests/crd.yaml"));
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        CRD_NAME,
-        &PatchParams::apply("liveclass-crd-test").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("the API server accepts the CRD");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let crd = crds.get(CRD_NAME).await.unwrap();
-        let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
-        if conditions
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "CRD not Established within 60s: {conditions:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    cluster
+        .install_crd(&crd)
+        .await
+        .expect("the API server accepts the CRD and serves it");
 }
 
 fn dynamic_api(client: Client, namespace: &str) -> Api<DynamicObject> {
@@ -81,7 +58,7 @@ fn dynamic_api(client: Client, namespace: &str) -> Api<DynamicObject> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_applies_and_reads_back_valid() {
     let cluster = LocalCluster::shared_api_only().await.unwrap();
-    install_crd(&cluster.client().await.unwrap()).await;
+    install_crd(cluster).await;
     let ns = cluster.namespace("crd-examples").await.unwrap();
     let raw = dynamic_api(ns.client(), ns.name());
     let typed: Api<LiveClass> = ns.api();
@@ -116,7 +93,7 @@ async fn every_example_applies_and_reads_back_valid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_invalid_example_is_refused_with_its_message() {
     let cluster = LocalCluster::shared_api_only().await.unwrap();
-    install_crd(&cluster.client().await.unwrap()).await;
+    install_crd(cluster).await;
     let ns = cluster.namespace("crd-invalid").await.unwrap();
     let raw = dynamic_api(ns.client(), ns.name());
 
@@ -153,7 +130,7 @@ async fn every_invalid_example_is_refused_with_its_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_the_operator_writes_is_accepted() {
     let cluster = LocalCluster::shared_api_only().await.unwrap();
-    install_crd(&cluster.client().await.unwrap()).await;
+    install_crd(cluster).await;
     let ns = cluster.namespace("crd-status").await.unwrap();
     let raw = dynamic_api(ns.client(), ns.name());
     let typed: Api<LiveClass> = ns.api();

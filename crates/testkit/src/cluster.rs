@@ -52,6 +52,7 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -1158,6 +1159,36 @@ impl LocalCluster {
     /// A new client for the calling runtime, authenticated as the admin.
     pub async fn client(&self) -> Result<Client, ClusterError> {
         client_from(&self.kubeconfig).await
+    }
+
+    /// Server-side applies `crd` and waits until the API server serves it (`Established`).
+    pub async fn install_crd(&self, crd: &CustomResourceDefinition) -> Result<(), ClusterError> {
+        let crds: Api<CustomResourceDefinition> = Api::all(self.client().await?);
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(
+            &name,
+            &kube::api::PatchParams::apply("liveclass-testkit").force(),
+            &kube::api::Patch::Apply(crd),
+        )
+        .await?;
+        crate::wait::until(
+            &format!("the CRD {name} to be Established"),
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || {
+                let (crds, name) = (crds.clone(), name.clone());
+                async move {
+                    let crd = crds.get(&name).await.ok()?;
+                    crd.status?
+                        .conditions?
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                        .then_some(())
+                }
+            },
+        )
+        .await
+        .map_err(ClusterError::Other)
     }
 
     /// A fresh namespace `<prefix>-<random>`, deleted (best effort) when the handle drops. With

@@ -6,7 +6,6 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 use k8s_openapi::{
     api::{apps::v1::Deployment, core::v1::Pod, events::v1::Event},
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     apimachinery::pkg::apis::meta::v1::Condition,
 };
 use kube::{
@@ -33,36 +32,7 @@ pub async fn cluster() -> &'static LocalCluster {
 
 /// Applies the LiveClass CRD to `cluster` and waits until it is Established.
 pub async fn install_crd(cluster: &LocalCluster) {
-    let client = cluster.client().await.unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client);
-    let crd = LiveClass::crd();
-    let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply("liveclass-test").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    wait::until(
-        "the CRD to be Established",
-        Duration::from_secs(30),
-        POLL,
-        || {
-            let crds = crds.clone();
-            let name = name.clone();
-            async move {
-                let crd = crds.get(&name).await.ok()?;
-                crd.status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            }
-        },
-    )
-    .await
-    .unwrap();
+    cluster.install_crd(&LiveClass::crd()).await.unwrap();
 }
 
 fn init_tracing() {
