@@ -10,7 +10,13 @@ use std::{
 };
 
 use chrono::Utc;
-use kube::{Client, ResourceExt, runtime::controller::Action};
+use kube::{
+    Client, ResourceExt,
+    runtime::{
+        controller::Action,
+        reflector::{ObjectRef, Store},
+    },
+};
 use liveclass_api::{LiveClass, condition};
 use tracing::Instrument as _;
 
@@ -44,6 +50,23 @@ pub struct Context {
     written: Mutex<HashMap<String, status::Written>>,
     /// How long socket pods took to start, per class and namespace.
     startup: Mutex<Estimator>,
+    /// Asks for a reconcile of the classes whose plan a new start-up estimate changes.
+    replan: Replan,
+}
+
+/// The classes the controller knows, and the way to ask it to reconcile one of them.
+#[derive(Clone)]
+pub struct Replan {
+    pub classes: Store<LiveClass>,
+    pub trigger: tokio::sync::mpsc::UnboundedSender<ObjectRef<LiveClass>>,
+}
+
+impl std::fmt::Debug for Replan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replan")
+            .field("classes", &self.classes.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Context {
@@ -61,6 +84,7 @@ impl Context {
         stores: Stores,
         metrics: Arc<Metrics>,
         config: Config,
+        replan: Replan,
     ) -> Self {
         let attendance = Attendance::new(
             client.clone(),
@@ -82,6 +106,7 @@ impl Context {
             failures: Mutex::default(),
             written: Mutex::default(),
             startup: Mutex::default(),
+            replan,
         }
     }
 
@@ -102,12 +127,52 @@ impl Context {
         }
     }
 
-    /// Counts the start-ups of the class's pods seen Ready, and returns the estimate.
+    /// Counts the start-ups of the class's pods seen Ready, and returns the estimate. When the
+    /// namespace's percentile moves, the other classes of the namespace whose lead it changes
+    /// are reconciled now rather than at their next transition, which may be too late to
+    /// scale up earlier.
     fn pod_startup(&self, namespace: &str, name: &str, world: &World) -> Option<Estimate> {
         let mut startup = self.startup.lock().ok()?;
+        let before = startup.namespace_p95(namespace);
         let pods = world.pods.iter().map(|p| (p.uid.as_str(), p.started_in));
-        startup.observe(namespace, name, pods);
-        startup.estimate(namespace, name)
+        let added = startup.observe(namespace, name, pods);
+        let after = startup.namespace_p95(namespace);
+        let estimate = startup.estimate(namespace, name);
+        drop(startup);
+        if added > 0 {
+            tracing::debug!(added, ?estimate, namespace_p95 = ?after, "pod start-ups measured");
+        }
+        if before != after {
+            self.replan_namespace(namespace, name, before, after);
+        }
+        estimate
+    }
+
+    fn replan_namespace(
+        &self,
+        namespace: &str,
+        except: &str,
+        before: Option<Duration>,
+        after: Option<Duration>,
+    ) {
+        for lc in self.replan.classes.state() {
+            if lc.namespace().as_deref() != Some(namespace) || lc.name_any() == except {
+                continue;
+            }
+            let socket = &lc.spec.socket;
+            let Some(spec) = socket
+                .pod_startup
+                .parse()
+                .ok()
+                .and_then(|d| d.to_std().ok())
+            else {
+                continue;
+            };
+            let lead = |p95: Option<Duration>| p95.map_or(spec, |p| p.max(spec));
+            if socket.learn_pod_startup && lead(before) != lead(after) {
+                let _ = self.replan.trigger.send(ObjectRef::from_obj(lc.as_ref()));
+            }
+        }
     }
 
     /// The class as last written by this operator, if the watch cache is behind it.

@@ -39,7 +39,7 @@ use tokio::{sync::watch, task::JoinHandle};
 use crate::{
     Config, MANAGER,
     apply::Applier,
-    controller::{Context, error_policy, reconcile},
+    controller::{Context, Replan, error_policy, reconcile},
     leader::{self, Election, LeaseSettings, stopped},
     metrics::Metrics,
     observe::Stores,
@@ -329,17 +329,26 @@ async fn control(shared: Arc<Shared>) {
         shared.recorder.clone(),
         shared.metrics.clone(),
     );
+    // LiveClasses: reconciled on spec changes (generation), never on the operator's own status
+    // writes, and when a new start-up estimate changes their plan; a deleted one is forgotten.
+    let (classes, writer) = reflector::store();
+    let (trigger, replans) = tokio::sync::mpsc::unbounded_channel();
+    let replans =
+        futures_util::stream::unfold(
+            replans,
+            |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
+        );
     let ctx = Arc::new(Context::new(
         client.clone(),
         applier,
         stores,
         shared.metrics.clone(),
         config.clone(),
+        Replan {
+            classes: classes.clone(),
+            trigger,
+        },
     ));
-
-    // LiveClasses: reconciled on spec changes (generation), never on the operator's own status
-    // writes; a deleted one is forgotten.
-    let (classes, writer) = reflector::store();
     let forget = ctx.clone();
     let class_events = watcher(
         api::<LiveClass>(client, ns),
@@ -362,6 +371,7 @@ async fn control(shared: Arc<Shared>) {
         .owns_stream(pdb_events)
         .owns_stream(statefulset_events)
         .owns_stream(hpa_events)
+        .reconcile_on(replans)
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {

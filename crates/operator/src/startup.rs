@@ -1,9 +1,11 @@
 //! How long socket pods really take from creation to Ready, learned from the pods the operator
 //! watches. A class's `podStartup` is a guess written once; nodes that pull slowly, a busy
 //! scheduler or a cold image make it wrong, and then capacity arrives after the bell. The
-//! estimate here is the 95th percentile of the last [`KEPT`] start-ups of the class's own pods,
-//! or of its namespace's socket pods while the class has too few of its own (a new class learns
-//! from the classes before it on the same nodes).
+//! estimate here is the 95th percentile of the last [`KEPT`] start-ups, the longer of the class's
+//! own pods' and its namespace's socket pods': how long a pod takes is mostly the node's and the
+//! image's, and which node a class's next pods land on is the scheduler's choice, so a class
+//! whose few pods all happened to land on fast nodes still plans for the slow ones its
+//! namespace has seen, and a class with a slower image of its own plans for that.
 //!
 //! Pure: [`Estimator`] holds samples; which pods to sample and when is the caller's.
 
@@ -118,24 +120,36 @@ impl Estimator {
         added
     }
 
-    /// The class's own estimate once it has [`MIN_SAMPLES`], else its namespace's.
+    /// The longer of the class's own and its namespace's percentile, each once it has
+    /// [`MIN_SAMPLES`].
     pub fn estimate(&self, namespace: &str, name: &str) -> Option<Estimate> {
-        let own = self.classes.get(&(namespace.to_owned(), name.to_owned()));
-        if let Some(class) = own
-            && let Some(p95) = class.samples.p95()
-        {
-            return Some(Estimate {
-                p95,
-                samples: class.samples.0.len(),
-                scope: Scope::Class,
+        let own = self
+            .classes
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .and_then(|c| {
+                Some(Estimate {
+                    p95: c.samples.p95()?,
+                    samples: c.samples.0.len(),
+                    scope: Scope::Class,
+                })
             });
+        let ns = self.namespaces.get(namespace).and_then(|s| {
+            Some(Estimate {
+                p95: s.p95()?,
+                samples: s.0.len(),
+                scope: Scope::Namespace,
+            })
+        });
+        match (own, ns) {
+            (Some(own), Some(ns)) if ns.p95 > own.p95 => Some(ns),
+            (Some(own), _) => Some(own),
+            (None, ns) => ns,
         }
-        let ns = self.namespaces.get(namespace)?;
-        Some(Estimate {
-            p95: ns.p95()?,
-            samples: ns.0.len(),
-            scope: Scope::Namespace,
-        })
+    }
+
+    /// The namespace's percentile alone (what classes without samples of their own use).
+    pub fn namespace_p95(&self, namespace: &str) -> Option<Duration> {
+        self.namespaces.get(namespace)?.p95()
     }
 
     /// Forgets a deleted class's own samples (its namespace keeps them).
@@ -228,7 +242,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_class_learns_from_its_namespace_until_it_has_its_own() {
+    fn a_class_plans_for_the_slow_nodes_its_namespace_has_seen() {
         let mut e = Estimator::default();
         for i in 0..5 {
             add(&mut e, "school", "old", &format!("o{i}"), secs(40));
@@ -240,11 +254,27 @@ mod tests {
             None,
             "namespaces do not mix"
         );
+        // Its own three pods landed on fast nodes: the namespace's slow ones still count.
         for i in 0..3 {
             add(&mut e, "school", "new", &format!("n{i}"), secs(8));
         }
         let est = e.estimate("school", "new").unwrap();
-        assert_eq!((est.p95, est.scope), (secs(8), Scope::Class));
+        assert_eq!((est.p95, est.scope), (secs(40), Scope::Namespace));
+    }
+
+    #[test]
+    fn a_class_slower_than_its_namespace_plans_for_itself() {
+        let mut e = Estimator::default();
+        for i in 0..3 {
+            add(&mut e, "school", "big-image", &format!("b{i}"), secs(90));
+        }
+        // A hundred fast pods of other classes since: the namespace's window holds only them.
+        for i in 0..100 {
+            add(&mut e, "school", "other", &format!("o{i}"), secs(10));
+        }
+        let est = e.estimate("school", "big-image").unwrap();
+        assert_eq!((est.p95, est.scope), (secs(90), Scope::Class));
+        assert_eq!(e.estimate("school", "other").unwrap().p95, secs(10));
     }
 
     #[test]
