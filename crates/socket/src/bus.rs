@@ -158,6 +158,7 @@ impl Bus {
 
     /// Connects, subscribes this server's channel and every room, and catches rooms up.
     async fn connect(&self) -> Result<(Sink, redis::aio::PubSubStream), LinkDown> {
+        self.state.store.target().resolve().await?;
         let client = self.state.store.target().client()?;
         let pubsub = self
             .within("pub/sub connect", client.get_async_pubsub())

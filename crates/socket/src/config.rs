@@ -31,6 +31,16 @@ pub struct Args {
     )]
     pub redis_url: String,
 
+    /// Redis Sentinels that know the current primary (`host:port`, comma-separated). With them
+    /// the host and port of --redis-url are not used: every (re)connection asks a Sentinel for
+    /// the primary of --redis-master-name, and a failover is followed without a restart.
+    #[arg(long, env = "LIVECLASS_REDIS_SENTINELS", value_delimiter = ',')]
+    pub redis_sentinels: Vec<String>,
+
+    /// The name the Sentinels monitor the primary under.
+    #[arg(long, env = "LIVECLASS_REDIS_MASTER_NAME", default_value = "liveclass")]
+    pub redis_master_name: String,
+
     /// File holding the Redis password (a mounted Secret); overrides a password in the URL and
     /// is re-read on every reconnect.
     #[arg(long, env = "LIVECLASS_REDIS_PASSWORD_FILE")]

@@ -29,6 +29,10 @@ pub async fn heartbeat_loop(state: Arc<ServerState>, ttl: Duration, shutdown: Ca
     // beats whose answer was lost.
     let mut written: Vec<String> = Vec::new();
     let mut failures = 0u32;
+    // With Sentinels the configured address means nothing: find the primary first.
+    if state.store.target().has_sentinels() {
+        rebuild(&state).await;
+    }
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -67,17 +71,30 @@ pub async fn heartbeat_loop(state: Arc<ServerState>, ttl: Duration, shutdown: Ca
                 if state.health.heartbeat_ok.swap(false, Ordering::AcqRel) {
                     tracing::warn!(error = %e, "heartbeat failed; not ready until redis answers");
                 }
-                if failures == RECONNECT_AFTER_FAILURES {
+                // Once; with Sentinels at every failure after that, since the Sentinels may
+                // name the new primary only a few seconds into a failover.
+                if failures == RECONNECT_AFTER_FAILURES
+                    || (failures > RECONNECT_AFTER_FAILURES && state.store.target().has_sentinels())
+                {
                     tracing::warn!("redis command connection not answering; replacing it");
-                    if let Err(e) = state.store.reconnect() {
-                        tracing::warn!(error = %e, "cannot rebuild the redis connection");
-                    }
+                    rebuild(&state).await;
                 }
                 continue;
             }
         }
         retry_releases(&state).await;
         reap_dead_servers(&state).await;
+    }
+}
+
+/// Rebuilds the command connection, to the primary the Sentinels name if there are any.
+async fn rebuild(state: &ServerState) {
+    if let Err(e) = state.store.target().resolve().await {
+        tracing::warn!(error = %e, "cannot find the redis primary");
+        return;
+    }
+    if let Err(e) = state.store.reconnect() {
+        tracing::warn!(error = %e, "cannot rebuild the redis connection");
     }
 }
 

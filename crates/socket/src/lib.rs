@@ -47,7 +47,7 @@ use crate::config::{Args, ConfigError};
 use crate::http::{AppState, OriginPolicy};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::redis_link::{LinkError, RedisTarget};
+use crate::redis_link::{LinkError, RedisTarget, Sentinels};
 use crate::state::{Health, ServerState};
 use crate::store::Store;
 
@@ -85,9 +85,14 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
     ));
     let pod = args.pod_id()?;
     let limits = args.limits();
+    let sentinels = (!args.redis_sentinels.is_empty()).then(|| Sentinels {
+        addrs: args.redis_sentinels.clone(),
+        master: args.redis_master_name.clone(),
+    });
     let target = Arc::new(RedisTarget::new(
         &args.redis_url,
         args.redis_password_file.clone(),
+        sentinels,
     )?);
 
     let metrics = Arc::new(Metrics::default());

@@ -15,7 +15,7 @@ pub mod wait;
 
 pub use client::{ConnectOptions, TestClient};
 pub use cluster::LocalCluster;
-pub use redis::RedisServer;
+pub use redis::{RedisSentinel, RedisServer};
 pub use socket::{SocketServer, SocketServerBuilder};
 pub use token::TokenMinter;
 pub use toxiproxy::Toxiproxy;

@@ -1,4 +1,5 @@
-//! A real `redis-server` on a free loopback port, in a temporary folder, stopped on drop.
+//! A real `redis-server` on a free loopback port, in a temporary folder, stopped on drop; as a
+//! replica of another, or as a Sentinel (`redis-server --sentinel`, the same Debian binary).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -17,11 +18,31 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     binary: PathBuf,
     child: Option<ManagedChild>,
+    /// Arguments after the defaults (`--replicaof …`, `--sentinel`).
+    extra: Vec<String>,
+    /// A config file in `dir`, the first argument when there is one (a Sentinel's).
+    config: Option<PathBuf>,
 }
 
 impl RedisServer {
     /// Starts `redis-server` (Debian's package; `LIVECLASS_REDIS_SERVER` overrides the path).
     pub fn start() -> Result<Self, ProcessError> {
+        Self::start_with(None, Vec::new())
+    }
+
+    /// Starts a replica of `primary` (it syncs in the background; see [`Self::in_sync`]).
+    pub fn start_replica_of(primary: &RedisServer) -> Result<Self, ProcessError> {
+        Self::start_with(
+            None,
+            vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                primary.port.to_string(),
+            ],
+        )
+    }
+
+    fn start_with(config: Option<String>, extra: Vec<String>) -> Result<Self, ProcessError> {
         let binary = std::env::var_os("LIVECLASS_REDIS_SERVER")
             .map(PathBuf::from)
             .or_else(|| find_executable("redis-server"))
@@ -32,11 +53,21 @@ impl RedisServer {
         let dir = tempfile::Builder::new()
             .prefix("liveclass-redis-")
             .tempdir()?;
+        let config = match config {
+            Some(text) => {
+                let path = dir.path().join("redis.conf");
+                std::fs::write(&path, text)?;
+                Some(path)
+            }
+            None => None,
+        };
         let mut server = Self {
             port: 0,
             dir,
             binary,
             child: None,
+            extra,
+            config,
         };
         let mut attempts = 0;
         loop {
@@ -53,6 +84,7 @@ impl RedisServer {
 
     fn launch(&mut self) -> Result<(), ProcessError> {
         let mut command = Command::new(&self.binary);
+        command.args(&self.config);
         command
             .arg("--port")
             .arg(self.port.to_string())
@@ -67,7 +99,8 @@ impl RedisServer {
                 "yes",
             ])
             .arg("--dir")
-            .arg(self.dir.path());
+            .arg(self.dir.path())
+            .args(&self.extra);
         let log = self.dir.path().join("redis.log");
         let mut child = ManagedChild::spawn("redis-server", command, &log)?;
         let addr = self.addr();
@@ -128,6 +161,34 @@ impl RedisServer {
         self.launch()
     }
 
+    /// Starts the server again on the same port, empty and as a primary (a node that comes
+    /// back after a crash, before anything tells it what it is now).
+    pub fn restart_as_primary(&mut self) -> Result<(), ProcessError> {
+        self.stop();
+        self.extra.clear();
+        self.launch()
+    }
+
+    /// `role` from `INFO replication` (`master` or `slave`).
+    pub fn role(&self) -> Option<String> {
+        self.info_field("replication", "role")
+    }
+
+    /// A replica whose link to its primary is up.
+    pub fn in_sync(&self) -> bool {
+        self.info_field("replication", "master_link_status")
+            .is_some_and(|s| s == "up")
+    }
+
+    fn info_field(&self, section: &str, field: &str) -> Option<String> {
+        let reply = self.command(&["INFO", section]).ok()?;
+        reply.lines().find_map(|l| {
+            l.strip_prefix(field)?
+                .strip_prefix(':')
+                .map(|v| v.trim().to_owned())
+        })
+    }
+
     /// Runs a command through `redis-cli`-free RESP over a plain socket and returns the raw reply.
     /// Enough for test assertions on simple replies (`HLEN`, `EXISTS`, ...).
     pub fn command(&self, args: &[&str]) -> std::io::Result<String> {
@@ -154,4 +215,59 @@ fn ping(addr: SocketAddr) -> bool {
     }
     let mut buf = [0u8; 16];
     matches!(stream.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+}
+
+/// A Redis Sentinel watching one primary under a name, with test-friendly timings: the primary
+/// is down after `down_after` without answers, and a failover may take `failover_timeout`.
+#[derive(Debug)]
+pub struct RedisSentinel {
+    server: RedisServer,
+}
+
+impl RedisSentinel {
+    pub fn start(
+        name: &str,
+        primary: &RedisServer,
+        quorum: u32,
+        down_after: Duration,
+        failover_timeout: Duration,
+    ) -> Result<Self, ProcessError> {
+        // Sentinel rewrites its config file as it learns the replicas and other Sentinels.
+        let server = RedisServer::start_with(
+            Some(format!(
+                "sentinel monitor {name} 127.0.0.1 {port} {quorum}\n\
+                 sentinel down-after-milliseconds {name} {down}\n\
+                 sentinel failover-timeout {name} {failover}\n\
+                 sentinel parallel-syncs {name} 1\n",
+                port = primary.port,
+                down = down_after.as_millis(),
+                failover = failover_timeout.as_millis(),
+            )),
+            vec!["--sentinel".into()],
+        )?;
+        Ok(Self { server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.port
+    }
+
+    /// `127.0.0.1:<port>`, as `--redis-sentinels` takes it.
+    pub fn host_port(&self) -> String {
+        format!("127.0.0.1:{}", self.server.port)
+    }
+
+    /// The primary this Sentinel names for `name`, as `host:port`.
+    pub fn primary(&self, name: &str) -> Option<String> {
+        let reply = self
+            .server
+            .command(&["SENTINEL", "get-master-addr-by-name", name])
+            .ok()?;
+        // *2 $9 127.0.0.1 $5 port
+        let parts: Vec<&str> = reply.split("\r\n").filter(|l| !l.is_empty()).collect();
+        match parts.as_slice() {
+            [_, _, host, _, port, ..] => Some(format!("{host}:{port}")),
+            _ => None,
+        }
+    }
 }
