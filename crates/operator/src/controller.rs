@@ -10,6 +10,7 @@ use std::{
 };
 
 use chrono::Utc;
+use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Client, ResourceExt,
     runtime::{
@@ -27,8 +28,9 @@ use crate::{
     decide::{self, Note, NoteType, decide},
     error::Error,
     metrics::Metrics,
-    observe::{self, Stores, World},
-    startup::{Estimate, Estimator},
+    observe::{self, Stores},
+    resources::CLASS_LABEL,
+    startup::{self, Estimate, Estimator},
     status,
 };
 
@@ -127,33 +129,55 @@ impl Context {
         }
     }
 
-    /// Counts the start-ups of the class's pods seen Ready, and returns the estimate. When the
-    /// namespace's percentile moves, the other classes of the namespace whose lead it changes
-    /// are reconciled now rather than at their next transition, which may be too late to
-    /// scale up earlier.
-    fn pod_startup(&self, namespace: &str, name: &str, world: &World) -> Option<Estimate> {
-        let mut startup = self.startup.lock().ok()?;
-        let before = startup.namespace_p95(namespace);
-        let pods = world.pods.iter().map(|p| (p.uid.as_str(), p.started_in));
-        let added = startup.observe(namespace, name, pods);
-        let after = startup.namespace_p95(namespace);
-        let estimate = startup.estimate(namespace, name);
+    /// A socket pod as the pod watch shows it: once Ready, its start-up is counted. When the
+    /// namespace's figures move, the classes of the namespace whose lead they change are
+    /// reconciled now, not at their next transition (which may be their old scale-up instant,
+    /// too late to start earlier).
+    pub fn pod_seen(&self, pod: &Pod) {
+        let (Some(namespace), Some(class), Some(took)) = (
+            pod.namespace(),
+            pod.labels().get(CLASS_LABEL).cloned(),
+            observe::started_in(pod),
+        ) else {
+            return;
+        };
+        let Ok(mut startup) = self.startup.lock() else {
+            return;
+        };
+        let before = startup.namespace(&namespace);
+        if !startup.record(&namespace, &class, &pod.uid().unwrap_or_default(), took) {
+            return;
+        }
+        let after = startup.namespace(&namespace);
         drop(startup);
-        if added > 0 {
-            tracing::debug!(added, ?estimate, namespace_p95 = ?after, "pod start-ups measured");
-        }
+        tracing::debug!(%class, ?took, "pod start-up measured");
         if before != after {
-            self.replan_namespace(namespace, name, before, after);
+            self.replan_namespace(&namespace, &class, before.as_ref(), after.as_ref());
         }
-        estimate
+    }
+
+    /// A socket pod that is gone.
+    pub fn pod_gone(&self, pod: &Pod) {
+        if let (Some(namespace), Some(class), Ok(mut startup)) = (
+            pod.namespace(),
+            pod.labels().get(CLASS_LABEL),
+            self.startup.lock(),
+        ) {
+            startup.pod_gone(&namespace, class, &pod.uid().unwrap_or_default());
+        }
+    }
+
+    /// What is known of how long the class's pods take to start.
+    fn pod_startup(&self, namespace: &str, name: &str) -> Option<Estimate> {
+        self.startup.lock().ok()?.estimate(namespace, name)
     }
 
     fn replan_namespace(
         &self,
         namespace: &str,
         except: &str,
-        before: Option<Duration>,
-        after: Option<Duration>,
+        before: Option<&Estimate>,
+        after: Option<&Estimate>,
     ) {
         for lc in self.replan.classes.state() {
             if lc.namespace().as_deref() != Some(namespace) || lc.name_any() == except {
@@ -168,7 +192,8 @@ impl Context {
             else {
                 continue;
             };
-            let lead = |p95: Option<Duration>| p95.map_or(spec, |p| p.max(spec));
+            let pods = lc.status.as_ref().and_then(|s| s.plan.as_ref()).and_then(|p| p.class_replicas).unwrap_or(1);
+            let lead = |e: Option<&Estimate>| startup::lead(spec, e, true, pods);
             if socket.learn_pod_startup && lead(before) != lead(after) {
                 let _ = self.replan.trigger.send(ObjectRef::from_obj(lc.as_ref()));
             }
@@ -258,7 +283,7 @@ async fn reconcile_inner(lc: &LiveClass, ctx: &Context) -> Result<(Action, &'sta
     let now = Utc::now();
     let cached = ctx.attendance.cached(&class_id).await;
     let mut world = observe::world(&ctx.stores, lc, cached);
-    world.pod_startup = ctx.pod_startup(&namespace, &name, &world);
+    world.pod_startup = ctx.pod_startup(&namespace, &name);
     let mut decision = decide(lc, &world, now)?;
     if decision.watch_attendance
         && let Some(source) = &decision.redis_source

@@ -191,7 +191,7 @@ fn int(n: Option<i32>) -> Option<u32> {
 
 /// What the stores say about `lc`'s objects, with the attendance view given.
 /// From the pod's creation to its Ready condition turning true, if it is Ready.
-fn started_in(p: &Pod) -> Option<std::time::Duration> {
+pub fn started_in(p: &Pod) -> Option<std::time::Duration> {
     let created = p.metadata.creation_timestamp.as_ref()?;
     let ready = p
         .status

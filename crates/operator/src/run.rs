@@ -303,8 +303,17 @@ async fn control(shared: Arc<Shared>) {
         s.spec.template.spec = None;
     });
     let (hpas, hpa_events) = owned::<HorizontalPodAutoscaler>(client, ns, slim);
-    // Socket pods: for their deletion costs; not a trigger (the Deployment's status is).
-    let (pods, pod_events) = owned::<Pod>(client, ns, |p| {
+    // Socket pods: for their deletion costs and their start-up times; not a trigger (the
+    // Deployment's status is). Their raw events go to the start-up estimator below.
+    let (pods, pod_writer) = reflector::store();
+    let pod_events = watcher(
+        api::<Pod>(client, ns),
+        watcher::Config::default()
+            .labels(MANAGED_BY_SELECTOR)
+            .any_semantic(),
+    )
+    .default_backoff()
+    .modify(|p: &mut Pod| {
         slim(p);
         p.spec = None;
         // The Ready condition only: when it turned true is the pod's start-up time.
@@ -314,7 +323,8 @@ async fn control(shared: Arc<Shared>) {
                 .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect()),
             ..PodStatus::default()
         });
-    });
+    })
+    .reflect(pod_writer);
     let stores = Stores {
         deployments,
         services,
@@ -379,7 +389,17 @@ async fn control(shared: Arc<Shared>) {
                 tracing::debug!(%error, "controller event");
             }
         });
-    let pods_cache = pod_events.for_each(|_| async {});
+    let startup = ctx.clone();
+    let pods_cache = pod_events.for_each(move |event| {
+        match event {
+            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
+                startup.pod_seen(&pod);
+            }
+            Ok(watcher::Event::Delete(pod)) => startup.pod_gone(&pod),
+            _ => {}
+        }
+        async {}
+    });
     tokio::select! {
         () = controller => {}
         () = pods_cache => {}

@@ -1,13 +1,20 @@
 //! How long socket pods really take from creation to Ready, learned from the pods the operator
 //! watches. A class's `podStartup` is a guess written once; nodes that pull slowly, a busy
-//! scheduler or a cold image make it wrong, and then capacity arrives after the bell. The
-//! estimate here is the 95th percentile of the last [`KEPT`] start-ups, the longer of the class's
-//! own pods' and its namespace's socket pods': how long a pod takes is mostly the node's and the
-//! image's, and which node a class's next pods land on is the scheduler's choice, so a class
-//! whose few pods all happened to land on fast nodes still plans for the slow ones its
-//! namespace has seen, and a class with a slower image of its own plans for that.
+//! scheduler or a cold image make it wrong, and then capacity arrives after the bell.
 //!
-//! Pure: [`Estimator`] holds samples; which pods to sample and when is the caller's.
+//! Every socket pod is counted once, when the pod watch first shows it Ready (not when its
+//! class happens to be reconciled: the slowest pod of a scale-up is the one a reconcile would
+//! most often miss). The newest [`KEPT`] start-ups are kept per class and per namespace, and a
+//! class plans with the longer of its own and its namespace's: how long a pod takes is mostly
+//! the node's and the image's, and which nodes a class's next pods land on is the scheduler's
+//! choice, so a class whose few pods happened to land on fast nodes still plans for the slow
+//! ones its namespace has seen, and a class with a slower image of its own plans for that.
+//!
+//! A scale-up is Ready when its *last* pod is, so the lead for `k` new pods is not the pods'
+//! 95th percentile but the 95th percentile of the slowest of `k`: with independent start-ups,
+//! the `0.95^(1/k)` quantile of the samples ([`Estimate::lead_for`]).
+//!
+//! Pure: [`Estimator`] holds samples; which pods to count and when is the caller's.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -16,7 +23,7 @@ use std::{
 
 /// Start-ups kept per class and per namespace (the newest).
 pub const KEPT: usize = 50;
-/// Start-ups a scope needs before its percentile is believed.
+/// Start-ups a scope needs before its figures are believed.
 pub const MIN_SAMPLES: usize = 3;
 /// A pod that took longer than this was not starting up (it was unready for some other reason,
 /// or the operator saw an old pod's later readiness); it is not a sample.
@@ -38,13 +45,49 @@ impl Scope {
     }
 }
 
-/// The observed start-up time of a class's pods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The observed start-up times of a class's pods (of its own, or its namespace's).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Estimate {
-    /// The 95th percentile (nearest rank) of the samples, rounded up to a whole second.
-    pub p95: Duration,
-    pub samples: usize,
+    /// The samples, shortest first.
+    sorted: Vec<Duration>,
     pub scope: Scope,
+}
+
+impl Estimate {
+    /// An estimate from these start-ups (tests and the planner's callers).
+    pub fn from_samples(mut samples: Vec<Duration>, scope: Scope) -> Self {
+        samples.sort_unstable();
+        Self {
+            sorted: samples,
+            scope,
+        }
+    }
+
+    pub fn samples(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// The `q` quantile (nearest rank), rounded up to a whole second.
+    fn quantile(&self, q: f64) -> Duration {
+        let n = self.sorted.len();
+        let rank = ((n as f64) * q).ceil().clamp(1.0, n.max(1) as f64) as usize;
+        let d = self
+            .sorted
+            .get(rank - 1)
+            .copied()
+            .unwrap_or_default();
+        Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
+    }
+
+    /// One pod's 95th percentile.
+    pub fn p95(&self) -> Duration {
+        self.quantile(0.95)
+    }
+
+    /// The 95th percentile of the time until all of `pods` new pods are Ready.
+    pub fn lead_for(&self, pods: u32) -> Duration {
+        self.quantile(0.95_f64.powf(1.0 / f64::from(pods.max(1))))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -58,18 +101,9 @@ impl Samples {
         self.0.push_back(d);
     }
 
-    fn p95(&self) -> Option<Duration> {
-        if self.0.len() < MIN_SAMPLES {
-            return None;
-        }
-        let mut sorted: Vec<Duration> = self.0.iter().copied().collect();
-        sorted.sort_unstable();
-        // Nearest rank: the smallest sample with at least 95% of the samples at or below it.
-        let rank = (sorted.len() * 95).div_ceil(100);
-        let p = sorted[rank.saturating_sub(1)];
-        Some(Duration::from_secs(
-            p.as_secs() + u64::from(p.subsec_nanos() > 0),
-        ))
+    fn estimate(&self, scope: Scope) -> Option<Estimate> {
+        (self.0.len() >= MIN_SAMPLES)
+            .then(|| Estimate::from_samples(self.0.iter().copied().collect(), scope))
     }
 }
 
@@ -88,82 +122,68 @@ pub struct Estimator {
 }
 
 impl Estimator {
-    /// Takes in the class's pods as they are now, `(uid, time from creation to Ready)` with
-    /// `None` for a pod not Ready yet: each Ready pod not counted before is a sample, unless it
-    /// took longer than [`LONGEST`]. Returns how many were added.
-    pub fn observe<'a>(
-        &mut self,
-        namespace: &str,
-        name: &str,
-        pods: impl IntoIterator<Item = (&'a str, Option<Duration>)>,
-    ) -> usize {
+    /// Counts pod `uid` of class `name`, Ready `took` after its creation, unless it was counted
+    /// before or took longer than [`LONGEST`]. Returns whether it was counted.
+    pub fn record(&mut self, namespace: &str, name: &str, uid: &str, took: Duration) -> bool {
         let class = self
             .classes
             .entry((namespace.to_owned(), name.to_owned()))
             .or_default();
-        let mut counted = HashSet::new();
-        let mut added = 0;
-        for (uid, took) in pods {
-            let Some(took) = took else { continue };
-            if !class.counted.contains(uid) && took <= LONGEST {
-                class.samples.push(took);
-                self.namespaces
-                    .entry(namespace.to_owned())
-                    .or_default()
-                    .push(took);
-                added += 1;
-            }
-            counted.insert(uid.to_owned());
+        if took > LONGEST || !class.counted.insert(uid.to_owned()) {
+            return false;
         }
-        // A pod that is gone never comes back (uids are unique): only the present are kept.
-        class.counted = counted;
-        added
+        class.samples.push(took);
+        self.namespaces
+            .entry(namespace.to_owned())
+            .or_default()
+            .push(took);
+        true
     }
 
-    /// The longer of the class's own and its namespace's percentile, each once it has
-    /// [`MIN_SAMPLES`].
+    /// Forgets that pod `uid` was counted (it is gone; uids never come back).
+    pub fn pod_gone(&mut self, namespace: &str, name: &str, uid: &str) {
+        if let Some(class) = self
+            .classes
+            .get_mut(&(namespace.to_owned(), name.to_owned()))
+        {
+            class.counted.remove(uid);
+        }
+    }
+
+    /// The class's own or its namespace's, whichever plans for the longer start-up (each once
+    /// it has [`MIN_SAMPLES`]).
     pub fn estimate(&self, namespace: &str, name: &str) -> Option<Estimate> {
         let own = self
             .classes
             .get(&(namespace.to_owned(), name.to_owned()))
-            .and_then(|c| {
-                Some(Estimate {
-                    p95: c.samples.p95()?,
-                    samples: c.samples.0.len(),
-                    scope: Scope::Class,
-                })
-            });
-        let ns = self.namespaces.get(namespace).and_then(|s| {
-            Some(Estimate {
-                p95: s.p95()?,
-                samples: s.0.len(),
-                scope: Scope::Namespace,
-            })
-        });
+            .and_then(|c| c.samples.estimate(Scope::Class));
+        let ns = self.namespace(namespace);
         match (own, ns) {
-            (Some(own), Some(ns)) if ns.p95 > own.p95 => Some(ns),
+            (Some(own), Some(ns)) if ns.p95() > own.p95() => Some(ns),
             (Some(own), _) => Some(own),
             (None, ns) => ns,
         }
     }
 
-    /// The namespace's percentile alone (what classes without samples of their own use).
-    pub fn namespace_p95(&self, namespace: &str) -> Option<Duration> {
-        self.namespaces.get(namespace)?.p95()
+    /// The namespace's figures alone (what a class without enough of its own uses).
+    pub fn namespace(&self, namespace: &str) -> Option<Estimate> {
+        self.namespaces
+            .get(namespace)?
+            .estimate(Scope::Namespace)
     }
 
     /// Forgets a deleted class's own samples (its namespace keeps them).
     pub fn forget(&mut self, namespace: &str, name: &str) {
-        self.classes
-            .remove(&(namespace.to_owned(), name.to_owned()));
+        self.classes.remove(&(namespace.to_owned(), name.to_owned()));
     }
 }
 
-/// The lead the plan uses for pods to start: the spec's `podStartup`, or the observed p95 when
-/// learning is on and pods were seen to take longer (never shorter than the spec).
-pub fn lead(spec: Duration, estimate: Option<Estimate>, learn: bool) -> Duration {
+/// The lead the plan uses for `pods` new pods to start: the spec's `podStartup`, or what the
+/// estimate says the slowest of them will take when learning is on and that is longer (never
+/// shorter than the spec).
+pub fn lead(spec: Duration, estimate: Option<&Estimate>, learn: bool, pods: u32) -> Duration {
     match estimate {
-        Some(e) if learn && e.p95 > spec => e.p95,
+        Some(e) if learn => e.lead_for(pods).max(spec),
         _ => spec,
     }
 }
@@ -176,9 +196,8 @@ mod tests {
         Duration::from_secs(s)
     }
 
-    /// One more Ready pod `uid` of `class`, as a reconcile would see it among others gone.
-    fn add(e: &mut Estimator, ns: &str, class: &str, uid: &str, took: Duration) -> usize {
-        e.observe(ns, class, [(uid, Some(took))])
+    fn add(e: &mut Estimator, ns: &str, class: &str, uid: &str, took: Duration) -> bool {
+        e.record(ns, class, uid, took)
     }
 
     #[test]
@@ -197,16 +216,26 @@ mod tests {
             add(&mut e, "ns", "a", &format!("p{s}"), secs(s));
         }
         let est = e.estimate("ns", "a").unwrap();
-        assert_eq!(
-            (est.p95, est.samples, est.scope),
-            (secs(19), 20, Scope::Class)
-        );
+        assert_eq!((est.p95(), est.samples(), est.scope), (secs(19), 20, Scope::Class));
         // A fraction of a second rounds up: the plan never under-leads.
         let mut e = Estimator::default();
         for (i, ms) in [4_100, 4_200, 4_300].into_iter().enumerate() {
             add(&mut e, "ns", "a", &i.to_string(), Duration::from_millis(ms));
         }
-        assert_eq!(e.estimate("ns", "a").unwrap().p95, secs(5));
+        assert_eq!(e.estimate("ns", "a").unwrap().p95(), secs(5));
+    }
+
+    #[test]
+    fn the_lead_for_several_pods_is_the_slowest_of_them() {
+        // 40 pods at 10 s, 10 at 50..=59 s (a slow node's).
+        let mut samples: Vec<Duration> = (0..40).map(|_| secs(10)).collect();
+        samples.extend((50..60).map(secs));
+        let est = Estimate::from_samples(samples, Scope::Namespace);
+        // One pod: rank ceil(47.5) = 48 of 50.
+        assert_eq!(est.lead_for(1), secs(57));
+        assert_eq!(est.p95(), secs(57));
+        // Six pods: 0.95^(1/6) = 0.9915, rank 50: the slowest seen.
+        assert_eq!(est.lead_for(6), secs(59));
     }
 
     #[test]
@@ -216,29 +245,21 @@ mod tests {
             add(&mut e, "ns", "a", &format!("fast{i}"), secs(5));
         }
         add(&mut e, "ns", "a", "slow0", secs(60));
-        assert_eq!(e.estimate("ns", "a").unwrap().p95, secs(5));
+        assert_eq!(e.estimate("ns", "a").unwrap().p95(), secs(5));
         add(&mut e, "ns", "a", "slow1", secs(60));
-        assert_eq!(e.estimate("ns", "a").unwrap().p95, secs(60));
+        assert_eq!(e.estimate("ns", "a").unwrap().p95(), secs(60));
     }
 
     #[test]
     fn a_pod_counts_once_and_an_implausible_time_not_at_all() {
         let mut e = Estimator::default();
-        let pods = |extra: Option<&'static str>| {
-            let mut v = vec![("p", Some(secs(10))), ("starting", None)];
-            v.extend(extra.map(|uid| (uid, Some(secs(10)))));
-            v
-        };
-        assert_eq!(e.observe("ns", "a", pods(None)), 1);
-        assert_eq!(
-            e.observe("ns", "a", pods(None)),
-            0,
-            "seen again, not counted again"
-        );
-        assert_eq!(e.observe("ns", "a", pods(Some("q"))), 1);
-        assert_eq!(e.observe("ns", "a", [("old", Some(secs(3 * 3600)))]), 0);
+        assert!(add(&mut e, "ns", "a", "p", secs(10)));
+        assert!(!add(&mut e, "ns", "a", "p", secs(10)), "seen again, not counted again");
+        assert!(!add(&mut e, "ns", "a", "old", secs(3 * 3600)));
+        e.pod_gone("ns", "a", "p");
+        add(&mut e, "ns", "a", "q", secs(10));
         add(&mut e, "ns", "a", "r", secs(10));
-        assert_eq!(e.estimate("ns", "a").unwrap().samples, 3);
+        assert_eq!(e.estimate("ns", "a").unwrap().samples(), 3);
     }
 
     #[test]
@@ -248,18 +269,14 @@ mod tests {
             add(&mut e, "school", "old", &format!("o{i}"), secs(40));
         }
         let est = e.estimate("school", "new").unwrap();
-        assert_eq!((est.p95, est.scope), (secs(40), Scope::Namespace));
-        assert_eq!(
-            e.estimate("elsewhere", "new"),
-            None,
-            "namespaces do not mix"
-        );
+        assert_eq!((est.p95(), est.scope), (secs(40), Scope::Namespace));
+        assert_eq!(e.estimate("elsewhere", "new"), None, "namespaces do not mix");
         // Its own three pods landed on fast nodes: the namespace's slow ones still count.
         for i in 0..3 {
             add(&mut e, "school", "new", &format!("n{i}"), secs(8));
         }
         let est = e.estimate("school", "new").unwrap();
-        assert_eq!((est.p95, est.scope), (secs(40), Scope::Namespace));
+        assert_eq!((est.p95(), est.scope), (secs(40), Scope::Namespace));
     }
 
     #[test]
@@ -273,8 +290,8 @@ mod tests {
             add(&mut e, "school", "other", &format!("o{i}"), secs(10));
         }
         let est = e.estimate("school", "big-image").unwrap();
-        assert_eq!((est.p95, est.scope), (secs(90), Scope::Class));
-        assert_eq!(e.estimate("school", "other").unwrap().p95, secs(10));
+        assert_eq!((est.p95(), est.scope), (secs(90), Scope::Class));
+        assert_eq!(e.estimate("school", "other").unwrap().p95(), secs(10));
     }
 
     #[test]
@@ -287,24 +304,16 @@ mod tests {
             add(&mut e, "ns", "a", &format!("fast{i}"), secs(6));
         }
         let est = e.estimate("ns", "a").unwrap();
-        assert_eq!((est.p95, est.samples), (secs(6), KEPT));
+        assert_eq!((est.p95(), est.samples()), (secs(6), KEPT));
     }
 
     #[test]
     fn the_lead_is_raised_by_learning_never_lowered() {
-        let slow = Some(Estimate {
-            p95: secs(45),
-            samples: 10,
-            scope: Scope::Class,
-        });
-        let fast = Some(Estimate {
-            p95: secs(3),
-            samples: 10,
-            scope: Scope::Class,
-        });
-        assert_eq!(lead(secs(20), slow, true), secs(45));
-        assert_eq!(lead(secs(20), slow, false), secs(20));
-        assert_eq!(lead(secs(20), fast, true), secs(20));
-        assert_eq!(lead(secs(20), None, true), secs(20));
+        let slow = Estimate::from_samples(vec![secs(45); 10], Scope::Class);
+        let fast = Estimate::from_samples(vec![secs(3); 10], Scope::Class);
+        assert_eq!(lead(secs(20), Some(&slow), true, 4), secs(45));
+        assert_eq!(lead(secs(20), Some(&slow), false, 4), secs(20));
+        assert_eq!(lead(secs(20), Some(&fast), true, 4), secs(20));
+        assert_eq!(lead(secs(20), None, true, 4), secs(20));
     }
 }

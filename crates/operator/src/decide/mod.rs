@@ -163,10 +163,12 @@ pub fn decide(lc: &LiveClass, world: &World, now: DateTime<Utc>) -> Result<Decis
         peak,
         last_scale_down: status::last_scale_down(&old),
     };
-    // The lead for pods to start: the spec's, or longer if they were seen to take longer.
+    // The lead for pods to start: the spec's, or longer if the slowest of the class's pods is
+    // expected to take longer (see `startup`); how many pods that is comes from the plan.
     let spec_lead = spec.socket.pod_startup.to_std().unwrap_or_default();
     let learn = lc.spec.socket.learn_pod_startup;
-    let lead = startup::lead(spec_lead, world.pod_startup, learn);
+    let pods = liveclass_api::plan(&spec, now, &observed).socket.class_replicas;
+    let lead = startup::lead(spec_lead, world.pod_startup.as_ref(), learn, pods);
     if let Ok(lead) = TimeDelta::from_std(lead) {
         spec.socket.pod_startup = lead;
     }
@@ -218,14 +220,14 @@ pub fn decide(lc: &LiveClass, world: &World, now: DateTime<Utc>) -> Result<Decis
         generation,
         now,
     });
-    status.pod_startup = world.pod_startup.map(|e| PodStartupStatus {
-        observed_p95_seconds: whole_seconds(e.p95),
-        samples: u32::try_from(e.samples).unwrap_or(u32::MAX),
+    status.pod_startup = world.pod_startup.as_ref().map(|e| PodStartupStatus {
+        observed_p95_seconds: whole_seconds(e.p95()),
+        samples: u32::try_from(e.samples()).unwrap_or(u32::MAX),
         scope: e.scope.as_str().to_owned(),
         lead_seconds: whole_seconds(lead),
     });
     let mut events = notes(&old, &status, &plan);
-    events.extend(slow_startup(&old, world.pod_startup, spec_lead, learn));
+    events.extend(slow_startup(&old, world.pod_startup.as_ref(), spec_lead, lead, learn));
     let just_ready = status.capacity_ready_time.is_some()
         && (old.capacity_ready_time.is_none() || old.occurrence_start != status.occurrence_start);
     let was_late = find(&old.conditions, liveclass_api::condition::CAPACITY_READY)
@@ -276,11 +278,12 @@ fn whole_seconds(d: Duration) -> i64 {
 /// per time it becomes true (not on every reconcile while it stays true).
 fn slow_startup(
     old: &LiveClassStatus,
-    estimate: Option<startup::Estimate>,
+    estimate: Option<&startup::Estimate>,
     spec_lead: Duration,
+    lead: Duration,
     learn: bool,
 ) -> Option<Note> {
-    let e = estimate.filter(|e| e.p95 > spec_lead)?;
+    let e = estimate.filter(|e| e.p95() > spec_lead)?;
     let spec_secs = whole_seconds(spec_lead);
     let reported = old
         .pod_startup
@@ -293,14 +296,18 @@ fn slow_startup(
         startup::Scope::Class => "this class's",
         startup::Scope::Namespace => "this namespace's socket",
     };
-    let observed = whole_seconds(e.p95);
-    let late_by = observed - spec_secs;
+    let observed = whole_seconds(e.p95());
     let what = if learn {
-        format!("scaling up {late_by}s earlier, so capacity is Ready by start - warmup")
+        format!(
+            "scaling up {}s earlier (a lead of {}s for the slowest of the class's pods), so \
+             capacity is Ready by start - warmup",
+            whole_seconds(lead) - spec_secs,
+            whole_seconds(lead)
+        )
     } else {
         format!(
-            "capacity may be Ready up to {late_by}s after start - warmup; raise \
-             spec.socket.podStartup to {observed}s, or set spec.socket.learnPodStartup: true"
+            "capacity may be Ready after start - warmup; raise spec.socket.podStartup to at \
+             least {observed}s, or set spec.socket.learnPodStartup: true"
         )
     };
     Some(Note::warning(
@@ -308,7 +315,7 @@ fn slow_startup(
         format!(
             "{whose} pods took up to {observed}s from creation to Ready (95th percentile of \
              {}), longer than spec.socket.podStartup ({spec_secs}s): {what}",
-            e.samples
+            e.samples()
         ),
     ))
 }

@@ -384,15 +384,21 @@ fn right_after_a_drain_step_a_cache_behind_the_status_written_takes_no_second_st
     assert!(status::caught_up(&lc, None).is_none());
 }
 
-fn slow_pods(p95_secs: u64) -> World {
+fn pods_took(samples: Vec<u64>) -> World {
     World {
-        pod_startup: Some(crate::startup::Estimate {
-            p95: std::time::Duration::from_secs(p95_secs),
-            samples: 12,
-            scope: crate::startup::Scope::Namespace,
-        }),
+        pod_startup: Some(crate::startup::Estimate::from_samples(
+            samples
+                .into_iter()
+                .map(std::time::Duration::from_secs)
+                .collect(),
+            crate::startup::Scope::Namespace,
+        )),
         ..World::default()
     }
+}
+
+fn slow_pods(secs: u64) -> World {
+    pods_took(vec![secs; 12])
 }
 
 /// `podStartup` is 2 minutes (scale-up 13:48 for Ready by 13:50); pods were seen to take 5.
@@ -447,7 +453,7 @@ fn without_learning_the_plan_keeps_pod_startup_and_the_warning_says_what_to_chan
     assert!(
         warning
             .message
-            .contains("raise spec.socket.podStartup to 300s"),
+            .contains("raise spec.socket.podStartup to at least 300s"),
         "{}",
         warning.message
     );
@@ -461,4 +467,22 @@ fn pods_faster_than_pod_startup_change_nothing_and_say_nothing() {
     assert_eq!(plan.scale_up_time, to_k8s(utc("2026-12-01T13:48:00Z")));
     assert_eq!(d.status.pod_startup.as_ref().unwrap().lead_seconds, 120);
     assert!(!reasons(&d).contains(&"SlowPodStartup"));
+}
+
+/// Four pods: the scale-up waits for the slowest of them, so one pod's 95th percentile is not
+/// the lead. 45 of 50 pods took 60 s, 5 took 250–290 s: one pod's p95 is 250 s, the slowest of
+/// four (the 0.987 quantile) 290 s.
+#[test]
+fn the_lead_is_for_the_slowest_of_the_class_pods_not_one_pod() {
+    let mut lc = class(serde_json::json!({}));
+    let mut samples = vec![60; 45];
+    samples.extend([250, 260, 270, 280, 290]);
+    let d = settle(&mut lc, &pods_took(samples), utc("2026-12-01T12:00:00Z"));
+    let startup = d.status.pod_startup.clone().unwrap();
+    assert_eq!((startup.observed_p95_seconds, startup.lead_seconds), (270, 290));
+    let plan = d.status.plan.clone().unwrap();
+    assert_eq!(
+        plan.scale_up_time,
+        to_k8s(utc("2026-12-01T13:50:00Z") - TimeDelta::seconds(290))
+    );
 }

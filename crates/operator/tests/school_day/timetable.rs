@@ -4,7 +4,7 @@
 //! overlapping, attendance from 30 to 8,000; one class whose expected attendance is raised while
 //! it warms up, and one that more students join than expected.
 
-use chrono::{DateTime, DurationRound, TimeDelta, Timelike, Utc};
+use chrono::{DateTime, DurationRound, SubsecRound, TimeDelta, Timelike, Utc};
 use serde_json::{Value, json};
 
 /// The zones recurring classes are written in (two of them half an hour off UTC).
@@ -70,7 +70,8 @@ pub fn day(day_start: DateTime<Utc>, n: usize, seed: u64, first: i64, spread: i6
     (0..n)
         .map(|i| {
             let offset = first + spread * i as i64 / n.max(1) as i64 + rng.below(20) as i64;
-            let mut start = day_start + TimeDelta::seconds(offset);
+            // Whole seconds, as the class's `start` is written.
+            let mut start = (day_start + TimeDelta::seconds(offset)).trunc_subsecs(0);
             // Every fourth class recurs daily; cron has whole minutes.
             let zone = (i % 4 == 3).then(|| ZONES[(i / 4) % ZONES.len()]);
             if zone.is_some() {
