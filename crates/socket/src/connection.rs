@@ -7,23 +7,26 @@
 //! Every write has a deadline: a client that stops reading is closed as slow, never allowed to
 //! hold its task (or its memory) forever.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures_util::future::OptionFuture;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use liveclass_protocol::server::{Hello, comment_frame_tail};
 use liveclass_protocol::{
     ClientFrame, CloseReason, FrameError, MessageId, Role, ServerFrame, VERSION, now_ms,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::auth::Identity;
 use crate::bus::{PodMessage, member_value};
 use crate::hub::{CloseSignal, ConnId, Outbound};
+use crate::outbox;
 use crate::metrics::{ReasonLabel, TypeLabel};
 use crate::ratelimit::TokenBucket;
 use crate::state::{PendingRelease, Seat, ServerState};
@@ -43,21 +46,25 @@ pub struct Resume {
 }
 
 /// Runs one connection to its end. `seat` holds its place under the server's connection cap.
-pub async fn serve<S, R>(
+///
+/// Not an `async fn`: one would keep its arguments beside the [`Connection`] built from them
+/// for the connection's whole life, and every idle connection pays for that future's size.
+pub fn serve<S, R>(
     state: Arc<ServerState>,
     identity: Identity,
     resume: Resume,
     seat: Seat,
     sink: S,
     stream: R,
-) where
+) -> impl Future<Output = ()>
+where
     S: Sink<Message, Error = axum::Error> + Unpin,
     R: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("conn", conn, user = %identity.user, class = %identity.class);
     let rate = state.limits.connection_rate;
-    let mut connection = Connection {
+    let connection = Connection {
         conn,
         member: member_value(&state.pod, conn),
         bucket: TokenBucket::new(rate.per_second, rate.burst, std::time::Instant::now()),
@@ -69,7 +76,7 @@ pub async fn serve<S, R>(
         stream,
         _seat: seat,
     };
-    connection.run(resume).instrument(span).await;
+    connection.run(resume).instrument(span)
 }
 
 struct Connection<S, R> {
@@ -113,8 +120,8 @@ where
     S: Sink<Message, Error = axum::Error> + Unpin,
     R: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
-    async fn run(&mut self, resume: Resume) {
-        let (tx, rx) = mpsc::channel(self.state.limits.send_queue);
+    async fn run(mut self, resume: Resume) {
+        let (tx, rx) = outbox::outbox(self.state.limits.send_queue);
         let close = Arc::new(CloseSignal::default());
         let subscribed = self.state.hub.join(
             &self.identity.class,
@@ -131,8 +138,11 @@ where
         };
         // A connection replaced (or closed by the drain) while it is still recovering stops
         // at once instead of finishing a replay nobody will read.
+        // The start (recovery) and the close are boxed: a future is as large as its largest
+        // state for the whole connection, and an idle connection is most of its life in the
+        // main loop.
         let started = tokio::select! {
-            started = self.start(subscribed, resume) => started,
+            started = Box::pin(self.start(subscribed, resume)) => started,
             reason = close.raised() => Err(End::Close(reason)),
         };
         let end = match started {
@@ -140,7 +150,7 @@ where
             Err(end) => end,
         };
         if let End::Close(reason) = end {
-            self.close(reason).await;
+            Box::pin(self.close(reason)).await;
         }
     }
 
@@ -237,12 +247,15 @@ where
 
     async fn main_loop(
         &mut self,
-        mut rx: mpsc::Receiver<Outbound>,
+        mut rx: outbox::Receiver<Outbound>,
         close: &CloseSignal,
         skip_until: Option<MessageId>,
     ) -> End {
-        let limits = self.state.limits.clone();
-        let drain = self.state.drain.clone();
+        // The server's state by pointer, not its limits by value: this future's size is paid
+        // by every idle connection.
+        let state = self.state.clone();
+        let limits = &state.limits;
+        let drain = &state.drain;
         let mut last_heard = Instant::now();
         let mut ping = tokio::time::interval_at(
             Instant::now() + limits.idle_timeout / 3,
@@ -253,8 +266,8 @@ where
         tokio::pin!(expiry);
         // Armed when draining starts: each client is told to reconnect at its own moment in
         // the drain window, so the others' servers see a trickle, not a storm.
-        let reconnect_at = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
-        tokio::pin!(reconnect_at);
+        // Made only when the drain starts (a timer inline would cost every connection its size).
+        let mut reconnect_at: OptionFuture<Pin<Box<tokio::time::Sleep>>> = None.into();
         let mut draining = false;
         // Created once, not per iteration: registering a waiter on the server-wide drain token
         // takes its lock, and this loop turns once per frame on every connection.
@@ -273,12 +286,12 @@ where
                     draining = true;
                     let window = limits.drain_window.mul_f64(0.7);
                     let at = Duration::from_millis(fastrand::u64(0..=u64::try_from(window.as_millis()).unwrap_or(0)));
-                    reconnect_at.as_mut().reset(Instant::now() + at);
+                    reconnect_at = Some(Box::pin(tokio::time::sleep(at))).into();
                 }
-                () = &mut reconnect_at, if draining => {
+                Some(()) = &mut reconnect_at, if draining => {
                     let after_ms = fastrand::u64(0..=1000);
                     let frame = ServerFrame::Reconnect { after_ms }.to_text();
-                    if let Err(e) = self.send(Message::Text(frame.into())).await {
+                    if let Err(e) = Box::pin(self.send(Message::Text(frame.into()))).await {
                         return e.into();
                     }
                     return End::Close(CloseReason::Draining);
@@ -302,9 +315,11 @@ where
                         Some(Ok(message)) => message,
                     };
                     last_heard = Instant::now();
+                    // Boxed, for the same reason: a frame's handling awaits Redis, and only while
+                    // a frame is being handled is that state needed.
                     let end = match message {
-                        Message::Text(text) => self.on_frame(Some(&text)).await,
-                        Message::Binary(_) => self.on_frame(None).await,
+                        Message::Text(text) => Box::pin(self.on_frame(Some(&text))).await,
+                        Message::Binary(_) => Box::pin(self.on_frame(None)).await,
                         Message::Close(_) => return End::Gone,
                         Message::Ping(_) | Message::Pong(_) => None,
                     };
@@ -316,7 +331,9 @@ where
                     if last_heard.elapsed() > limits.idle_timeout {
                         return End::Close(CloseReason::Idle);
                     }
-                    if let Err(e) = self.send(Message::Ping(Default::default())).await {
+                    // Boxed: a ping every third of the idle timeout need not size every
+                    // connection's future for its write deadline.
+                    if let Err(e) = Box::pin(self.send(Message::Ping(Default::default()))).await {
                         return e.into();
                     }
                 }
@@ -338,7 +355,7 @@ where
     async fn write_batch(
         &mut self,
         first: Outbound,
-        rx: &mut mpsc::Receiver<Outbound>,
+        rx: &mut outbox::Receiver<Outbound>,
         skip_until: Option<MessageId>,
     ) -> Result<(), WriteError> {
         let sink = &mut self.sink;
@@ -346,16 +363,16 @@ where
             let mut next = Some(first);
             let mut written = 0;
             while let Some(outbound) = next.take() {
-                let text = match outbound {
-                    Outbound::Comment(id, _) if skip_until.is_some_and(|skip| id <= skip) => None,
-                    Outbound::Comment(_, text) | Outbound::Frame(text) => Some(text),
-                };
+                let skip = outbound
+                    .comment_id()
+                    .is_some_and(|id| skip_until.is_some_and(|until| id <= until));
+                let text = (!skip).then(|| outbound.text());
                 if let Some(text) = text {
                     sink.feed(Message::Text(text)).await?;
                     written += 1;
                 }
                 if written < MAX_BATCH {
-                    next = rx.try_recv().ok();
+                    next = rx.try_recv();
                 }
             }
             sink.flush().await

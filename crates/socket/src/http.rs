@@ -213,8 +213,9 @@ async fn ws_handshake(
         .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
         // tungstenite allocates its read buffer up front (128 KiB by default); client frames
-        // are small, and idle connections are most connections.
-        .read_buffer_size(1024)
+        // are small (a larger one grows the buffer as it is read), and idle connections are
+        // most connections.
+        .read_buffer_size(256)
         .write_buffer_size(64 * 1024)
         .max_write_buffer_size(4 * 1024 * 1024)
         .on_upgrade(move |socket| {

@@ -15,17 +15,49 @@ use liveclass_protocol::{CloseReason, MessageId, ServerFrame};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::metrics::{ClassLabel, Metrics};
+use crate::outbox;
 use crate::store::Position;
 
 pub type ConnId = u64;
 
-/// What a connection's writer receives.
+/// What a connection's writer receives: one pointer to a frame every member shares. tokio
+/// allocates a connection's queue 32 slots at a time and keeps the first block for the
+/// connection's life, so a slot's size is paid by every idle connection: a pointer costs
+/// 256 bytes a connection there, a frame by value (id and text) 1.8 KiB.
 #[derive(Debug, Clone)]
-pub enum Outbound {
-    /// A comment, with its id so a recovering connection can skip what it already sent.
-    Comment(MessageId, Utf8Bytes),
-    /// Any other frame.
-    Frame(Utf8Bytes),
+pub struct Outbound(Arc<OutboundFrame>);
+
+#[derive(Debug)]
+struct OutboundFrame {
+    /// A comment's id, so a recovering connection can skip what it already sent.
+    comment: Option<MessageId>,
+    text: Utf8Bytes,
+}
+
+impl Outbound {
+    pub fn comment(id: MessageId, text: Utf8Bytes) -> Self {
+        Self(Arc::new(OutboundFrame {
+            comment: Some(id),
+            text,
+        }))
+    }
+
+    pub fn frame(text: Utf8Bytes) -> Self {
+        Self(Arc::new(OutboundFrame {
+            comment: None,
+            text,
+        }))
+    }
+
+    /// The comment's id, for a comment.
+    pub fn comment_id(&self) -> Option<MessageId> {
+        self.0.comment
+    }
+
+    /// The frame's text (shared, not copied).
+    pub fn text(&self) -> Utf8Bytes {
+        self.0.text.clone()
+    }
 }
 
 /// A request to close one connection, raised from outside its task.
@@ -71,7 +103,7 @@ impl CloseSignal {
 #[derive(Debug)]
 struct Member {
     user: Arc<str>,
-    tx: mpsc::Sender<Outbound>,
+    tx: outbox::Sender<Outbound>,
     close: Arc<CloseSignal>,
 }
 
@@ -171,7 +203,7 @@ impl Hub {
         class: &str,
         user: &str,
         conn: ConnId,
-        tx: mpsc::Sender<Outbound>,
+        tx: outbox::Sender<Outbound>,
         close: Arc<CloseSignal>,
     ) -> watch::Receiver<bool> {
         let mut rooms = self.write();
@@ -345,7 +377,7 @@ impl Hub {
             last_id: position.last_id,
         };
         self.metrics.gap(reason);
-        self.send_all(room, &Outbound::Frame(Utf8Bytes::from(frame.to_text())));
+        self.send_all(room, &Outbound::frame(Utf8Bytes::from(frame.to_text())));
     }
 
     /// Fans a comment frame out to every local member of `class`, unless it is at or below
@@ -361,7 +393,7 @@ impl Hub {
             }
             stream.last_id = Some(id);
         }
-        let delivered = self.send_all(room, &Outbound::Comment(id, Utf8Bytes::from(text)));
+        let delivered = self.send_all(room, &Outbound::comment(id, Utf8Bytes::from(text)));
         self.metrics.deliveries.inc_by(delivered);
     }
 
@@ -377,7 +409,7 @@ impl Hub {
             *sent = Some(count);
         }
         let frame = ServerFrame::Presence { count }.to_text();
-        self.send_all(room, &Outbound::Frame(Utf8Bytes::from(frame)));
+        self.send_all(room, &Outbound::frame(Utf8Bytes::from(frame)));
     }
 
     /// The presence count last sent to a class, for a member who just joined.
@@ -398,10 +430,11 @@ impl Hub {
             .get(user)
             .map(Vec::as_slice)
             .unwrap_or_default();
+        let outbound = Outbound::frame(frame.clone());
         conns
             .iter()
             .filter_map(|conn| room.members.get(conn))
-            .filter(|member| self.offer(member, Outbound::Frame(frame.clone())))
+            .filter(|member| self.offer(member, outbound.clone()))
             .count()
     }
 
@@ -449,7 +482,7 @@ impl Hub {
                 counts: counts.into_iter().map(|(k, v)| (k.into(), v)).collect(),
                 ms: tick_ms,
             };
-            self.send_all(room, &Outbound::Frame(Utf8Bytes::from(frame.to_text())));
+            self.send_all(room, &Outbound::frame(Utf8Bytes::from(frame.to_text())));
         }
     }
 
@@ -465,12 +498,12 @@ impl Hub {
     fn offer(&self, member: &Member, outbound: Outbound) -> bool {
         match member.tx.try_send(outbound) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(outbox::OfferError::Full) => {
                 self.metrics.dropped("slow_consumer");
                 member.close.raise(CloseReason::SlowConsumer);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(outbox::OfferError::Closed) => false,
         }
     }
 }
@@ -510,18 +543,18 @@ mod tests {
         user: &str,
         conn: ConnId,
         depth: usize,
-    ) -> (mpsc::Receiver<Outbound>, Arc<CloseSignal>) {
-        let (tx, rx) = mpsc::channel(depth);
+    ) -> (outbox::Receiver<Outbound>, Arc<CloseSignal>) {
+        let (tx, rx) = outbox::outbox(depth);
         let close = Arc::new(CloseSignal::default());
         hub.join(class, user, conn, tx, close.clone());
         (rx, close)
     }
 
-    fn drain(rx: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
-        std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|o| match o {
-                Outbound::Comment(id, _) => id.to_string(),
-                Outbound::Frame(text) => text.to_string(),
+    fn drain(rx: &mut outbox::Receiver<Outbound>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv())
+            .map(|o| match o.comment_id() {
+                Some(id) => id.to_string(),
+                None => o.text().to_string(),
             })
             .collect()
     }
