@@ -220,10 +220,13 @@ async fn ws_handshake(
         .max_write_buffer_size(4 * 1024 * 1024)
         .on_upgrade(move |socket| {
             let (sink, stream) = socket.split();
-            // Tracked, so the drain can wait for every connection's end.
-            tasks.track_future(connection::serve(
+            // A task of its own, tracked so the drain can wait for every connection's end.
+            // Awaited in axum's upgrade task instead, it would keep that task's own state (the
+            // upgrade's settings and this closure) for the connection's whole life.
+            tasks.spawn(connection::serve(
                 server, identity, resume, seat, sink, stream,
-            ))
+            ));
+            std::future::ready(())
         })
 }
 
