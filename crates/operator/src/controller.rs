@@ -152,7 +152,7 @@ impl Context {
         drop(startup);
         tracing::debug!(%class, ?took, "pod start-up measured");
         if before != after {
-            self.replan_namespace(&namespace, &class, before.as_ref(), after.as_ref());
+            self.replan_namespace(&namespace, before.as_ref(), after.as_ref());
         }
     }
 
@@ -175,12 +175,12 @@ impl Context {
     fn replan_namespace(
         &self,
         namespace: &str,
-        except: &str,
         before: Option<&Estimate>,
         after: Option<&Estimate>,
     ) {
         for lc in self.replan.classes.state() {
-            if lc.namespace().as_deref() != Some(namespace) || lc.name_any() == except {
+            // Every class of the namespace, the pod's own too: nothing else reconciles it now.
+            if lc.namespace().as_deref() != Some(namespace) {
                 continue;
             }
             let socket = &lc.spec.socket;

@@ -168,7 +168,14 @@ pub fn decide(lc: &LiveClass, world: &World, now: DateTime<Utc>) -> Result<Decis
     let spec_lead = spec.socket.pod_startup.to_std().unwrap_or_default();
     let learn = lc.spec.socket.learn_pod_startup;
     let pods = liveclass_api::plan(&spec, now, &observed).socket.class_replicas;
-    let lead = startup::lead(spec_lead, world.pod_startup.as_ref(), learn, pods);
+    let mut lead = startup::lead(spec_lead, world.pod_startup.as_ref(), learn, pods);
+    // Once an occurrence's scale-up has begun, a smaller estimate must not move it later: the
+    // class would fall back to Scheduled and lose the pods it is warming up.
+    if matches!(old.phase, Some(Phase::WarmingUp | Phase::Live | Phase::CoolingDown))
+        && let Some(before) = old.pod_startup.as_ref()
+    {
+        lead = lead.max(Duration::from_secs(u64::try_from(before.lead_seconds).unwrap_or(0)));
+    }
     if let Ok(lead) = TimeDelta::from_std(lead) {
         spec.socket.pod_startup = lead;
     }

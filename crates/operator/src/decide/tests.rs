@@ -486,3 +486,17 @@ fn the_lead_is_for_the_slowest_of_the_class_pods_not_one_pod() {
         to_k8s(utc("2026-12-01T13:50:00Z") - TimeDelta::seconds(290))
     );
 }
+
+/// Warming up on a lead of 300 s, the estimate falls to 130 s: the scale-up stays where it
+/// was, so the class does not fall back to Scheduled and drop the pods it is starting.
+#[test]
+fn a_smaller_estimate_during_the_warm_up_does_not_undo_the_scale_up() {
+    let mut lc = class(serde_json::json!({}));
+    let d = settle(&mut lc, &slow_pods(300), utc("2026-12-01T13:46:00Z"));
+    assert_eq!(d.phase, Some(Phase::WarmingUp));
+    assert_eq!(d.status.planned_replicas, Some(4));
+    let d = settle(&mut lc, &slow_pods(130), utc("2026-12-01T13:46:30Z"));
+    assert_eq!(d.phase, Some(Phase::WarmingUp), "{:?}", d.status.plan);
+    assert_eq!(d.status.planned_replicas, Some(4));
+    assert_eq!(d.status.pod_startup.as_ref().unwrap().lead_seconds, 300);
+}
