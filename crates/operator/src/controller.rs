@@ -192,7 +192,12 @@ impl Context {
             else {
                 continue;
             };
-            let pods = lc.status.as_ref().and_then(|s| s.plan.as_ref()).and_then(|p| p.class_replicas).unwrap_or(1);
+            let pods = lc
+                .status
+                .as_ref()
+                .and_then(|s| s.plan.as_ref())
+                .and_then(|p| p.class_replicas)
+                .unwrap_or(1);
             let lead = |e: Option<&Estimate>| startup::lead(spec, e, true, pods);
             if socket.learn_pod_startup && lead(before) != lead(after) {
                 let _ = self.replan.trigger.send(ObjectRef::from_obj(lc.as_ref()));

@@ -71,11 +71,7 @@ impl Estimate {
     fn quantile(&self, q: f64) -> Duration {
         let n = self.sorted.len();
         let rank = ((n as f64) * q).ceil().clamp(1.0, n.max(1) as f64) as usize;
-        let d = self
-            .sorted
-            .get(rank - 1)
-            .copied()
-            .unwrap_or_default();
+        let d = self.sorted.get(rank - 1).copied().unwrap_or_default();
         Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
     }
 
@@ -167,14 +163,13 @@ impl Estimator {
 
     /// The namespace's figures alone (what a class without enough of its own uses).
     pub fn namespace(&self, namespace: &str) -> Option<Estimate> {
-        self.namespaces
-            .get(namespace)?
-            .estimate(Scope::Namespace)
+        self.namespaces.get(namespace)?.estimate(Scope::Namespace)
     }
 
     /// Forgets a deleted class's own samples (its namespace keeps them).
     pub fn forget(&mut self, namespace: &str, name: &str) {
-        self.classes.remove(&(namespace.to_owned(), name.to_owned()));
+        self.classes
+            .remove(&(namespace.to_owned(), name.to_owned()));
     }
 }
 
@@ -216,7 +211,10 @@ mod tests {
             add(&mut e, "ns", "a", &format!("p{s}"), secs(s));
         }
         let est = e.estimate("ns", "a").unwrap();
-        assert_eq!((est.p95(), est.samples(), est.scope), (secs(19), 20, Scope::Class));
+        assert_eq!(
+            (est.p95(), est.samples(), est.scope),
+            (secs(19), 20, Scope::Class)
+        );
         // A fraction of a second rounds up: the plan never under-leads.
         let mut e = Estimator::default();
         for (i, ms) in [4_100, 4_200, 4_300].into_iter().enumerate() {
@@ -254,7 +252,10 @@ mod tests {
     fn a_pod_counts_once_and_an_implausible_time_not_at_all() {
         let mut e = Estimator::default();
         assert!(add(&mut e, "ns", "a", "p", secs(10)));
-        assert!(!add(&mut e, "ns", "a", "p", secs(10)), "seen again, not counted again");
+        assert!(
+            !add(&mut e, "ns", "a", "p", secs(10)),
+            "seen again, not counted again"
+        );
         assert!(!add(&mut e, "ns", "a", "old", secs(3 * 3600)));
         e.pod_gone("ns", "a", "p");
         add(&mut e, "ns", "a", "q", secs(10));
@@ -270,7 +271,11 @@ mod tests {
         }
         let est = e.estimate("school", "new").unwrap();
         assert_eq!((est.p95(), est.scope), (secs(40), Scope::Namespace));
-        assert_eq!(e.estimate("elsewhere", "new"), None, "namespaces do not mix");
+        assert_eq!(
+            e.estimate("elsewhere", "new"),
+            None,
+            "namespaces do not mix"
+        );
         // Its own three pods landed on fast nodes: the namespace's slow ones still count.
         for i in 0..3 {
             add(&mut e, "school", "new", &format!("n{i}"), secs(8));

@@ -167,14 +167,20 @@ pub fn decide(lc: &LiveClass, world: &World, now: DateTime<Utc>) -> Result<Decis
     // expected to take longer (see `startup`); how many pods that is comes from the plan.
     let spec_lead = spec.socket.pod_startup.to_std().unwrap_or_default();
     let learn = lc.spec.socket.learn_pod_startup;
-    let pods = liveclass_api::plan(&spec, now, &observed).socket.class_replicas;
+    let pods = liveclass_api::plan(&spec, now, &observed)
+        .socket
+        .class_replicas;
     let mut lead = startup::lead(spec_lead, world.pod_startup.as_ref(), learn, pods);
     // Once an occurrence's scale-up has begun, a smaller estimate must not move it later: the
     // class would fall back to Scheduled and lose the pods it is warming up.
-    if matches!(old.phase, Some(Phase::WarmingUp | Phase::Live | Phase::CoolingDown))
-        && let Some(before) = old.pod_startup.as_ref()
+    if matches!(
+        old.phase,
+        Some(Phase::WarmingUp | Phase::Live | Phase::CoolingDown)
+    ) && let Some(before) = old.pod_startup.as_ref()
     {
-        lead = lead.max(Duration::from_secs(u64::try_from(before.lead_seconds).unwrap_or(0)));
+        lead = lead.max(Duration::from_secs(
+            u64::try_from(before.lead_seconds).unwrap_or(0),
+        ));
     }
     if let Ok(lead) = TimeDelta::from_std(lead) {
         spec.socket.pod_startup = lead;
@@ -234,7 +240,13 @@ pub fn decide(lc: &LiveClass, world: &World, now: DateTime<Utc>) -> Result<Decis
         lead_seconds: whole_seconds(lead),
     });
     let mut events = notes(&old, &status, &plan);
-    events.extend(slow_startup(&old, world.pod_startup.as_ref(), spec_lead, lead, learn));
+    events.extend(slow_startup(
+        &old,
+        world.pod_startup.as_ref(),
+        spec_lead,
+        lead,
+        learn,
+    ));
     let just_ready = status.capacity_ready_time.is_some()
         && (old.capacity_ready_time.is_none() || old.occurrence_start != status.occurrence_start);
     let was_late = find(&old.conditions, liveclass_api::condition::CAPACITY_READY)

@@ -479,7 +479,10 @@ fn the_lead_is_for_the_slowest_of_the_class_pods_not_one_pod() {
     samples.extend([250, 260, 270, 280, 290]);
     let d = settle(&mut lc, &pods_took(samples), utc("2026-12-01T12:00:00Z"));
     let startup = d.status.pod_startup.clone().unwrap();
-    assert_eq!((startup.observed_p95_seconds, startup.lead_seconds), (270, 290));
+    assert_eq!(
+        (startup.observed_p95_seconds, startup.lead_seconds),
+        (270, 290)
+    );
     let plan = d.status.plan.clone().unwrap();
     assert_eq!(
         plan.scale_up_time,
