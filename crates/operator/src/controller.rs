@@ -134,6 +134,9 @@ impl Context {
     /// reconciled now, not at their next transition (which may be their old scale-up instant,
     /// too late to start earlier).
     pub fn pod_seen(&self, pod: &Pod) {
+        if !observe::is_socket_pod(pod) {
+            return;
+        }
         let (Some(namespace), Some(class), Some(took)) = (
             pod.namespace(),
             pod.labels().get(CLASS_LABEL).cloned(),

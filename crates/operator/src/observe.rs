@@ -190,6 +190,11 @@ fn int(n: Option<i32>) -> Option<u32> {
 }
 
 /// What the stores say about `lc`'s objects, with the attendance view given.
+/// A class's socket server pod (not its Redis).
+pub fn is_socket_pod(p: &Pod) -> bool {
+    p.labels().get("app.kubernetes.io/name").map(String::as_str) == Some("liveclass-socket")
+}
+
 /// From the pod's creation to its Ready condition turning true, if it is Ready.
 pub fn started_in(p: &Pod) -> Option<std::time::Duration> {
     let created = p.metadata.creation_timestamp.as_ref()?;
@@ -269,8 +274,7 @@ pub fn world(stores: &Stores, lc: &LiveClass, attendance: AttendanceView) -> Wor
         .filter(|p| {
             p.metadata.namespace.as_deref() == Some(namespace.as_str())
                 && p.labels().get(CLASS_LABEL) == Some(&name)
-                && p.labels().get("app.kubernetes.io/name").map(String::as_str)
-                    == Some("liveclass-socket")
+                && is_socket_pod(p)
         })
         .map(|p| PodView {
             name: p.name_any(),
