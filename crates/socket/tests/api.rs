@@ -16,13 +16,8 @@ const KEY: &str = "school-backend-api-key-0123456789abcdef";
 const CLASS: &str = "school/maths";
 
 fn api_server(redis: &liveclass_testkit::RedisServer, pod: &str) -> SocketServer {
-    let dir = std::env::temp_dir().join(format!("lc-api-{pod}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("api-key");
-    std::fs::write(&key, format!("{KEY}\n")).unwrap();
     builder(redis, pod)
-        .arg("--api-key-file")
-        .arg(key.to_str().unwrap())
+        .file_arg("--api-key-file", "api-key", format!("{KEY}\n"))
         .arg("--max-token-lifetime")
         .arg("1h")
         .start()

@@ -162,15 +162,33 @@ pub fn start_on_free_port<T>(
     }
 }
 
-/// The last `lines` lines of a file, or a note that it cannot be read.
+/// The last `lines` lines of a file, or a note that it cannot be read. A stack backtrace (what
+/// `anyhow` and a panic print when `RUST_BACKTRACE` is set, as in CI) is left out: it would push
+/// the error itself out of the tail.
 pub fn log_tail(path: &Path, lines: usize) -> String {
     match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
+        Ok(text) => tail_without_backtraces(&text, lines),
         Err(e) => format!("(cannot read {}: {e})", path.display()),
     }
+}
+
+fn tail_without_backtraces(text: &str, lines: usize) -> String {
+    let mut kept = Vec::new();
+    let mut in_backtrace = false;
+    for line in text.lines() {
+        if line.trim_start().eq_ignore_ascii_case("stack backtrace:") {
+            in_backtrace = true;
+            kept.push("(stack backtrace left out)");
+            continue;
+        }
+        // Frames are indented ("  12: ...", "      at ..."); the first unindented line ends them.
+        if in_backtrace && (line.starts_with(' ') || line.is_empty() || line.starts_with("note:")) {
+            continue;
+        }
+        in_backtrace = false;
+        kept.push(line);
+    }
+    kept[kept.len().saturating_sub(lines)..].join("\n")
 }
 
 /// A loopback port that was free a moment ago. The kernel hands out ephemeral ports in sequence,
@@ -234,4 +252,32 @@ pub fn find_executable(name: &str) -> Option<PathBuf> {
         )
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tail_without_backtraces;
+
+    #[test]
+    fn the_error_stays_in_the_tail_when_a_backtrace_follows_it() {
+        let mut log = String::from(
+            "starting\nError: binding 127.0.0.1:80: Address already in use\n\nStack backtrace:\n",
+        );
+        for i in 0..40 {
+            log.push_str(&format!("  {i}: frame\n             at src/x.rs:{i}\n"));
+        }
+        let tail = tail_without_backtraces(&log, 3);
+        assert!(tail.contains("Address already in use"), "{tail}");
+        assert!(tail.ends_with("(stack backtrace left out)"), "{tail}");
+        assert!(!tail.contains("frame"), "{tail}");
+    }
+
+    #[test]
+    fn lines_after_a_backtrace_are_kept() {
+        let log = "thread 'main' panicked at x.rs:1:1:\nboom\nstack backtrace:\n   0: a\nnote: omitted\nlater line\n";
+        assert_eq!(
+            tail_without_backtraces(log, 10),
+            "thread 'main' panicked at x.rs:1:1:\nboom\n(stack backtrace left out)\nlater line"
+        );
+    }
 }

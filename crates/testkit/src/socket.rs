@@ -41,6 +41,7 @@ pub struct SocketServerBuilder {
     pod_id: String,
     secret: String,
     args: Vec<String>,
+    files: Vec<(String, String, Vec<u8>)>,
 }
 
 impl SocketServerBuilder {
@@ -55,6 +56,7 @@ impl SocketServerBuilder {
             pod_id: pod_id.into(),
             secret: secret.into(),
             args: Vec::new(),
+            files: Vec::new(),
         }
     }
 
@@ -80,6 +82,18 @@ impl SocketServerBuilder {
         self
     }
 
+    /// Passes `flag <file>`, where the file holds `contents` and lives in this server's own
+    /// directory: tests running in parallel never share (or half-write) each other's files.
+    pub fn file_arg(
+        mut self,
+        flag: impl Into<String>,
+        name: impl Into<String>,
+        contents: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.files.push((flag.into(), name.into(), contents.into()));
+        self
+    }
+
     /// Starts the server and waits until `/healthz` answers 200.
     pub fn start(self) -> Result<SocketServer, ProcessError> {
         let binary = match &self.binary {
@@ -91,6 +105,13 @@ impl SocketServerBuilder {
             .tempdir()?;
         let secret_file = dir.path().join("secret");
         std::fs::write(&secret_file, &self.secret)?;
+        let mut file_args = Vec::new();
+        for (flag, name, contents) in &self.files {
+            let path = dir.path().join(name);
+            std::fs::write(&path, contents)?;
+            file_args.push(flag.clone());
+            file_args.push(path.display().to_string());
+        }
         let log = dir.path().join("socket.log");
         let (child, port, admin_port) = start_on_free_port(
             "liveclass-socket",
@@ -110,6 +131,7 @@ impl SocketServerBuilder {
                     .arg(&self.pod_id)
                     .arg("--token-secret-file")
                     .arg(&secret_file)
+                    .args(&file_args)
                     .args(&self.args)
                     .env(
                         "RUST_LOG",
