@@ -537,6 +537,10 @@ pub struct LiveClassStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_startup: Option<PodStartupStatus>,
 
+    /// With a Replicated Redis: the node its Sentinels name as the primary (as last asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_primary: Option<String>,
+
     /// The Secret key the socket servers verify students' tokens with (the spec's, or the one
     /// the operator generated); the school's backend signs tokens with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -136,11 +136,31 @@ impl Applier {
         let Some(desired) = &decision.desired else {
             return Ok(());
         };
-        if let Some((sts, svc)) = &desired.redis {
-            self.apply_one(&namespace, sts, Kind::StatefulSet, world)
+        if let Some(r) = &desired.redis {
+            // The Services first: a starting node or Sentinel looks the others up by name.
+            if let Some(x) = &r.replicated {
+                self.apply_one(&namespace, &x.nodes, Kind::Service, world)
+                    .await?;
+                self.apply_one(&namespace, &x.sentinel_service, Kind::Service, world)
+                    .await?;
+            }
+            self.apply_one(&namespace, &r.service, Kind::Service, world)
                 .await?;
-            self.apply_one(&namespace, svc, Kind::Service, world)
+            self.apply_one(&namespace, &r.statefulset, Kind::StatefulSet, world)
                 .await?;
+            self.apply_one(&namespace, &r.pdb, Kind::PodDisruptionBudget, world)
+                .await?;
+            if let Some(x) = &r.replicated {
+                self.apply_one(&namespace, &x.sentinels, Kind::StatefulSet, world)
+                    .await?;
+                self.apply_one(
+                    &namespace,
+                    &x.sentinel_pdb,
+                    Kind::PodDisruptionBudget,
+                    world,
+                )
+                .await?;
+            }
         }
         // The HPA first: it must exist before the Deployment lets go of its replicas.
         if let Some(hpa) = &desired.hpa {

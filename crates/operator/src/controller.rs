@@ -29,7 +29,8 @@ use crate::{
     error::Error,
     metrics::Metrics,
     observe::{self, Stores},
-    resources::CLASS_LABEL,
+    resources::{self, CLASS_LABEL},
+    sentinel,
     startup::{self, Estimate, Estimator},
     status,
 };
@@ -292,6 +293,11 @@ async fn reconcile_inner(lc: &LiveClass, ctx: &Context) -> Result<(Action, &'sta
     let cached = ctx.attendance.cached(&class_id).await;
     let mut world = observe::world(&ctx.stores, lc, cached);
     world.pod_startup = ctx.pod_startup(&namespace, &name);
+    if world.sentinel.is_some_and(|s| s.ready > 0) {
+        let urls =
+            resources::sentinel_urls(&name, &namespace, liveclass_api::plan::redis::SENTINELS);
+        world.redis_primary = sentinel::primary(&urls, resources::MASTER_NAME).await;
+    }
     let mut decision = decide(lc, &world, now)?;
     if decision.watch_attendance
         && let Some(source) = &decision.redis_source

@@ -24,6 +24,7 @@ pub mod observe;
 pub mod preview;
 pub mod resources;
 pub mod run;
+pub mod sentinel;
 pub mod startup;
 pub mod status;
 

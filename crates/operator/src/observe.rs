@@ -125,6 +125,10 @@ pub struct World {
     /// The HPA's `minReplicas`, when it exists.
     pub hpa_min_replicas: Option<u32>,
     pub redis: Option<RedisView>,
+    /// The Sentinels' StatefulSet (Replicated).
+    pub sentinel: Option<RedisView>,
+    /// The node the Sentinels name as primary, when they were asked and answered.
+    pub redis_primary: Option<String>,
     /// The owned objects that exist and are this class's (owner uid, label).
     pub existing: Vec<Existing>,
     pub pods: Vec<PodView>,
@@ -227,6 +231,7 @@ pub fn world(stores: &Stores, lc: &LiveClass, attendance: AttendanceView) -> Wor
     let mut deployment = None;
     let mut hpa_min_replicas = None;
     let mut redis = None;
+    let mut sentinel = None;
     for owned in names.all_owned() {
         let found = match owned.kind {
             Kind::Deployment => get(&stores.deployments, &owned.name, &namespace)
@@ -250,10 +255,15 @@ pub fn world(stores: &Stores, lc: &LiveClass, attendance: AttendanceView) -> Wor
             Kind::StatefulSet => get(&stores.statefulsets, &owned.name, &namespace)
                 .filter(|s| ours(s.as_ref(), &uid))
                 .map(|s| {
-                    redis = Some(RedisView {
+                    let view = Some(RedisView {
                         replicas: int(s.spec.replicas).unwrap_or(1),
                         ready: int(s.status.as_ref().and_then(|s| s.ready_replicas)).unwrap_or(0),
                     });
+                    if owned.name == names.sentinel {
+                        sentinel = view;
+                    } else {
+                        redis = view;
+                    }
                     s.metadata.clone()
                 }),
             Kind::HorizontalPodAutoscaler => get(&stores.hpas, &owned.name, &namespace)
@@ -291,6 +301,8 @@ pub fn world(stores: &Stores, lc: &LiveClass, attendance: AttendanceView) -> Wor
         deployment,
         hpa_min_replicas,
         redis,
+        sentinel,
+        redis_primary: None,
         existing,
         pods,
         attendance,

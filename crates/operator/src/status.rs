@@ -157,16 +157,37 @@ pub fn valid(i: &Inputs<'_>) -> LiveClassStatus {
             "no socket server runs, so the class's Redis is stopped until the next scale-up"
                 .to_owned(),
         ),
-        (_, Some(r)) if r.ready >= 1 => (
+        (RedisShape::Standalone, Some(r)) if r.ready >= 1 => (
             true,
             "RedisRunning",
             "the class's Redis is Ready".to_owned(),
         ),
-        _ => (
+        (RedisShape::Standalone, _) => (
             false,
             "RedisStarting",
             "the class's Redis is not Ready yet".to_owned(),
         ),
+        // A node is Ready only as the primary or as a replica linked to it, a Sentinel only
+        // when a quorum of Sentinels is reachable (their readiness checks ask Redis itself).
+        (
+            RedisShape::Replicated {
+                replicas,
+                sentinels,
+            },
+            _,
+        ) => {
+            let nodes = i.world.redis.map_or(0, |r| r.ready);
+            let watching = i.world.sentinel.map_or(0, |r| r.ready);
+            let message = format!(
+                "{nodes} of {} Redis nodes (a primary and its replicas, in sync) and {watching} of {sentinels} Sentinels (with a quorum) are Ready",
+                replicas + 1
+            );
+            if nodes > replicas && watching >= sentinels {
+                (true, "ReplicatedRunning", message)
+            } else {
+                (false, "ReplicatedStarting", message)
+            }
+        }
     };
     let redis = cond(
         condition::REDIS_READY,
@@ -265,8 +286,9 @@ pub fn valid(i: &Inputs<'_>) -> LiveClassStatus {
             redis: Some(shape_name(plan.redis.shape).to_owned()),
             redis_max_memory: plan.redis.memory.map(|m| m.max_memory_arg()),
         }),
-        // Set by the decide step, which holds the start-up estimate.
+        // Set by the decide step, which holds the start-up estimate and the Sentinels' answer.
         pod_startup: None,
+        redis_primary: None,
         token_secret_ref: i.token.clone(),
         next_transition: plan.next_transition.and_then(to_k8s),
         last_scale_down_time: plan.socket.last_scale_down.and_then(to_k8s),

@@ -312,10 +312,11 @@ async fn write_as_the_operator(client: &Client, recorder: &Recorder, lc: &LiveCl
         writes += 1;
     }
     let desired = decision.desired.clone().unwrap_or_default();
-    if let Some((sts, svc)) = &desired.redis {
-        apply(client, &namespace, sts).await;
-        apply(client, &namespace, svc).await;
-        writes += 2;
+    if let Some(redis) = &desired.redis {
+        apply(client, &namespace, &redis.service).await;
+        apply(client, &namespace, &redis.statefulset).await;
+        apply(client, &namespace, &redis.pdb).await;
+        writes += 3;
     }
     if let Some(d) = &desired.deployment {
         apply(client, &namespace, d).await;

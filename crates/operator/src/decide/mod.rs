@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use liveclass_api::{
     LiveClass, LiveClassStatus, Phase, Plan,
-    plan::{Observed, PeakAttendance},
+    plan::{Observed, PeakAttendance, RedisShape},
     time::from_k8s,
     types::PodStartupStatus,
     types::RedisMode,
@@ -239,7 +239,22 @@ pub fn decide(lc: &LiveClass, world: &World, now: DateTime<Utc>) -> Result<Decis
         scope: e.scope.as_str().to_owned(),
         lead_seconds: whole_seconds(lead),
     });
+    // The primary the Sentinels named; kept from the last answer while they do not answer.
+    if matches!(plan.redis.shape, RedisShape::Replicated { .. }) {
+        status.redis_primary = world
+            .redis_primary
+            .clone()
+            .or_else(|| old.redis_primary.clone());
+    }
     let mut events = notes(&old, &status, &plan);
+    if let (Some(before), Some(after)) = (&old.redis_primary, &status.redis_primary)
+        && before != after
+    {
+        events.push(Note::warning(
+            "RedisFailover",
+            format!("the Sentinels promoted {after}; the primary was {before}"),
+        ));
+    }
     events.extend(slow_startup(
         &old,
         world.pod_startup.as_ref(),

@@ -108,7 +108,7 @@ fn a_new_class_gets_its_objects_a_status_and_one_event_and_then_nothing_changes(
     let now = utc("2026-11-30T10:00:00Z");
     let d = settle(&mut lc, &World::default(), now);
     let desired = d.desired.clone().unwrap();
-    assert_eq!(desired.owned().len(), 6);
+    assert_eq!(desired.owned().len(), 7);
     assert_eq!(d.generate_token.as_deref(), Some("physics-101-token"));
     assert_eq!(
         d.status.token_secret_ref.as_ref().map(|r| r.key.as_str()),
@@ -502,4 +502,80 @@ fn a_smaller_estimate_during_the_warm_up_does_not_undo_the_scale_up() {
     assert_eq!(d.phase, Some(Phase::WarmingUp), "{:?}", d.status.plan);
     assert_eq!(d.status.planned_replicas, Some(4));
     assert_eq!(d.status.pod_startup.as_ref().unwrap().lead_seconds, 300);
+}
+
+fn replicated_world(nodes_ready: u32, sentinels_ready: u32, primary: Option<&str>) -> World {
+    World {
+        redis: Some(RedisView {
+            replicas: 3,
+            ready: nodes_ready,
+        }),
+        sentinel: Some(RedisView {
+            replicas: 3,
+            ready: sentinels_ready,
+        }),
+        redis_primary: primary.map(str::to_owned),
+        ..running(1)
+    }
+}
+
+#[test]
+fn a_replicated_redis_is_ready_only_with_every_node_in_sync_and_a_sentinel_quorum() {
+    let mut lc = class(serde_json::json!({ "spec": { "redis": { "mode": "Replicated" } } }));
+    let now = utc("2026-11-30T10:00:00Z");
+    let redis_ready = |d: &Decision| {
+        cond(d, liveclass_api::condition::REDIS_READY)
+            .status
+            .clone()
+    };
+
+    // A replica still syncing, or a Sentinel short of a quorum: not Ready, and it says which.
+    let d = settle(&mut lc, &replicated_world(2, 3, None), now);
+    assert_eq!(redis_ready(&d), "False");
+    assert!(
+        cond(&d, liveclass_api::condition::REDIS_READY)
+            .message
+            .contains("2 of 3 Redis nodes"),
+        "{:?}",
+        cond(&d, liveclass_api::condition::REDIS_READY)
+    );
+    let d = settle(&mut lc, &replicated_world(3, 2, None), now);
+    assert_eq!(redis_ready(&d), "False");
+
+    let d = settle(
+        &mut lc,
+        &replicated_world(3, 3, Some("physics-101-redis-0.x")),
+        now,
+    );
+    assert_eq!(redis_ready(&d), "True");
+    assert_eq!(
+        d.status.redis_primary.as_deref(),
+        Some("physics-101-redis-0.x")
+    );
+    assert!(!reasons(&d).contains(&"RedisFailover"));
+}
+
+#[test]
+fn a_failover_is_an_event_and_a_sentinel_that_does_not_answer_keeps_the_known_primary() {
+    let mut lc = class(serde_json::json!({ "spec": { "redis": { "mode": "Replicated" } } }));
+    let now = utc("2026-11-30T10:00:00Z");
+    settle(&mut lc, &replicated_world(3, 3, Some("node-0")), now);
+
+    // Unanswered: the primary last named stays, and nothing is reported.
+    let d = settle(&mut lc, &replicated_world(3, 3, None), now);
+    assert_eq!(d.status.redis_primary.as_deref(), Some("node-0"));
+    assert!(!reasons(&d).contains(&"RedisFailover"));
+
+    let d = settle(&mut lc, &replicated_world(2, 3, Some("node-2")), now);
+    assert_eq!(d.status.redis_primary.as_deref(), Some("node-2"));
+    let failover = d
+        .events
+        .iter()
+        .find(|e| e.reason == "RedisFailover")
+        .unwrap();
+    assert_eq!(failover.type_, NoteType::Warning);
+    assert!(failover.message.contains("node-2") && failover.message.contains("node-0"));
+    // Once: the next reconcile of the same primary says nothing.
+    let d = settle(&mut lc, &replicated_world(3, 3, Some("node-2")), now);
+    assert!(!reasons(&d).contains(&"RedisFailover"));
 }

@@ -15,9 +15,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::{
-        apps::v1::{Deployment, StatefulSet},
-        autoscaling::v2::HorizontalPodAutoscaler,
-        core::v1::Service,
+        apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, core::v1::Service,
         policy::v1::PodDisruptionBudget,
     },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
@@ -27,7 +25,10 @@ use liveclass_api::{LiveClass, Plan, ValidSpec, types::SecretKeyRef};
 
 use crate::error::Error;
 
-pub use redis::{REDIS_PORT, redis_url};
+pub use redis::{
+    MASTER_NAME, NODE_SCRIPT, REDIS_PORT, RedisObjects, ReplicatedObjects, SAFE_TO_EVICT,
+    SENTINEL_PORT, redis_url, sentinel_script, sentinel_urls,
+};
 pub use socket::{ADMIN_PORT, POD_DELETION_COST, WS_PORT};
 pub use token::{GENERATED_BYTES, GENERATED_KEY, GENERATED_PREVIOUS_KEY, TokenSource};
 
@@ -44,7 +45,7 @@ pub struct Desired {
     pub headless_service: Option<Service>,
     pub pdb: Option<PodDisruptionBudget>,
     /// The Redis the operator runs; `None` with an External Redis.
-    pub redis: Option<(StatefulSet, Service)>,
+    pub redis: Option<RedisObjects>,
     /// The HPA, when the spec asks for autoscaling and pods are planned.
     pub hpa: Option<HorizontalPodAutoscaler>,
 }
@@ -104,9 +105,28 @@ impl Desired {
         if let Some(p) = &self.pdb {
             out.push(Owned::new(Kind::PodDisruptionBudget, &name(&p.metadata)));
         }
-        if let Some((sts, svc)) = &self.redis {
-            out.push(Owned::new(Kind::StatefulSet, &name(&sts.metadata)));
-            out.push(Owned::new(Kind::Service, &name(&svc.metadata)));
+        if let Some(r) = &self.redis {
+            out.push(Owned::new(
+                Kind::StatefulSet,
+                &name(&r.statefulset.metadata),
+            ));
+            out.push(Owned::new(Kind::Service, &name(&r.service.metadata)));
+            out.push(Owned::new(
+                Kind::PodDisruptionBudget,
+                &name(&r.pdb.metadata),
+            ));
+            if let Some(x) = &r.replicated {
+                out.push(Owned::new(Kind::Service, &name(&x.nodes.metadata)));
+                out.push(Owned::new(Kind::StatefulSet, &name(&x.sentinels.metadata)));
+                out.push(Owned::new(
+                    Kind::Service,
+                    &name(&x.sentinel_service.metadata),
+                ));
+                out.push(Owned::new(
+                    Kind::PodDisruptionBudget,
+                    &name(&x.sentinel_pdb.metadata),
+                ));
+            }
         }
         if let Some(h) = &self.hpa {
             out.push(Owned::new(
@@ -125,8 +145,12 @@ pub struct Names {
     pub socket: String,
     /// The headless Service for discovering socket pods.
     pub headless: String,
-    /// The Redis StatefulSet and Service.
+    /// The Redis StatefulSet, its Service and PDB.
     pub redis: String,
+    /// Replicated: the headless Service naming each Redis node.
+    pub redis_nodes: String,
+    /// Replicated: the Sentinels' StatefulSet, headless Service and PDB.
+    pub sentinel: String,
     /// The token Secret the operator generates when the spec names none.
     pub token: String,
 }
@@ -137,13 +161,15 @@ impl Names {
             socket: format!("{class}-socket"),
             headless: format!("{class}-socket-headless"),
             redis: format!("{class}-redis"),
+            redis_nodes: format!("{class}-redis-nodes"),
+            sentinel: format!("{class}-sentinel"),
             token: format!("{class}-token"),
         }
     }
 
     /// Every object a class of this name can own, whatever its spec: what the apply step looks
     /// for when it deletes the ones the plan no longer asks for.
-    pub fn all_owned(&self) -> [Owned; 7] {
+    pub fn all_owned(&self) -> [Owned; 12] {
         [
             Owned::new(Kind::Deployment, &self.socket),
             Owned::new(Kind::Service, &self.socket),
@@ -152,6 +178,11 @@ impl Names {
             Owned::new(Kind::HorizontalPodAutoscaler, &self.socket),
             Owned::new(Kind::StatefulSet, &self.redis),
             Owned::new(Kind::Service, &self.redis),
+            Owned::new(Kind::PodDisruptionBudget, &self.redis),
+            Owned::new(Kind::Service, &self.redis_nodes),
+            Owned::new(Kind::StatefulSet, &self.sentinel),
+            Owned::new(Kind::Service, &self.sentinel),
+            Owned::new(Kind::PodDisruptionBudget, &self.sentinel),
         ]
     }
 }
@@ -236,7 +267,7 @@ pub fn build(
         headless_service: Some(socket::headless_service(&meta)),
         pdb: Some(socket::pdb(&meta)),
         hpa: socket::hpa(&meta, plan),
-        redis: redis::statefulset(&meta, lc, plan).map(|sts| (sts, redis::service(&meta))),
+        redis: redis::objects(&meta, lc, spec, plan),
     })
 }
 

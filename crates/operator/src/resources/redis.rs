@@ -1,7 +1,20 @@
-//! The Redis a class runs on when the operator runs it: a one-pod StatefulSet and its Service,
-//! with `maxmemory` and the pod's memory from the plan, scaled to zero while no socket server
-//! runs. The `Replicated` shape (primary, replicas, Sentinel) is not built yet: it runs the same
-//! single primary for now.
+//! The Redis a class runs on when the operator runs it, in the plan's shape:
+//!
+//! - `Standalone`: a one-pod StatefulSet and its Service.
+//! - `Replicated`: the layout of Bitnami's replication + Sentinel chart, with the Sentinels in
+//!   their own StatefulSet as in spotahome's RedisFailover. A StatefulSet of `1 + replicas`
+//!   Redis nodes, a headless Service giving each a DNS name, and three Sentinels. A node that
+//!   starts asks the Sentinels for the current primary and replicates from it; only when no
+//!   Sentinel knows one (the very first start) is node 0 the primary. A node the Sentinels still
+//!   name as primary while it restarts (it died faster than they noticed) waits for them to
+//!   promote a replica instead of coming back as an empty primary that its replicas would copy.
+//!
+//! Readiness is asked of Redis itself, never of a TCP port: a node is Ready as a primary or as
+//! a replica whose link to its primary is up; a Sentinel is Ready when `SENTINEL CKQUORUM` says
+//! a quorum of Sentinels can authorise a failover. `maxmemory` and the pods' memory come from
+//! the plan, `maxclients` and the pub/sub output-buffer limit from the class's socket pods; a
+//! PodDisruptionBudget and `safe-to-evict: "false"` keep voluntary evictions away from a live
+//! class. Everything is scaled to zero while no socket server runs.
 
 use std::collections::BTreeMap;
 
@@ -9,10 +22,12 @@ use k8s_openapi::{
     api::{
         apps::v1::{StatefulSet, StatefulSetSpec},
         core::v1::{
-            Capabilities, Container, ContainerPort, PodSpec, PodTemplateSpec, Probe,
-            ResourceRequirements, SecurityContext, Service, ServicePort, ServiceSpec,
-            TCPSocketAction,
+            Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+            ExecAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+            SecurityContext, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
+            VolumeMount,
         },
+        policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
     },
     apimachinery::pkg::{
         api::resource::Quantity,
@@ -20,12 +35,50 @@ use k8s_openapi::{
         util::intstr::IntOrString,
     },
 };
-use liveclass_api::{LiveClass, Plan, plan::RedisShape};
+use liveclass_api::{
+    LiveClass, Phase, Plan, ValidSpec,
+    plan::{RedisShape, redis::PER_SOCKET_POD_BYTES},
+};
 
 use super::{Meta, Names};
 
 pub const REDIS_PORT: u16 = 6379;
+pub const SENTINEL_PORT: u16 = 26379;
+/// The name the Sentinels monitor a class's primary under (one set of Sentinels per class).
+pub const MASTER_NAME: &str = "liveclass";
 const COMPONENT: &str = "redis";
+const SENTINEL_COMPONENT: &str = "sentinel";
+/// Sentinels that must agree the primary is down before a failover.
+const QUORUM: u32 = 2;
+/// How long the primary may not answer before the Sentinels call it down.
+const DOWN_AFTER_MS: u32 = 5_000;
+const FAILOVER_TIMEOUT_MS: u32 = 20_000;
+/// Keeps the cluster autoscaler from evicting a pod to shrink the cluster.
+pub const SAFE_TO_EVICT: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
+
+/// Everything the operator runs for a class's Redis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisObjects {
+    /// The Redis nodes (one, or a primary and its replicas).
+    pub statefulset: StatefulSet,
+    /// `<class>-redis`: every Ready node. The Standalone socket pods and the operator's
+    /// attendance reads (which a replica answers as well) go through it.
+    pub service: Service,
+    pub pdb: PodDisruptionBudget,
+    /// Replicated only: the nodes' own DNS names, and the Sentinels.
+    pub replicated: Option<ReplicatedObjects>,
+}
+
+/// The parts only the Replicated shape has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicatedObjects {
+    /// Headless, publishing not-yet-Ready nodes too: a starting node must reach the others.
+    pub nodes: Service,
+    pub sentinels: StatefulSet,
+    /// Headless as well: each Sentinel is asked by name.
+    pub sentinel_service: Service,
+    pub sentinel_pdb: PodDisruptionBudget,
+}
 
 /// The URL the socket pods use: the Service's name, resolved in the pods' own namespace.
 pub(crate) fn in_cluster_url(meta: &Meta) -> String {
@@ -40,21 +93,334 @@ pub fn redis_url(class: &str, namespace: &str) -> String {
     )
 }
 
-fn tcp_probe(period: i32) -> Probe {
+/// The Sentinels of a Replicated class as the socket pods (in its namespace) address them.
+pub(crate) fn sentinel_addrs(meta: &Meta, sentinels: u32) -> Vec<String> {
+    (0..sentinels)
+        .map(|i| {
+            format!(
+                "{}-{i}.{}:{SENTINEL_PORT}",
+                meta.names.sentinel, meta.names.sentinel
+            )
+        })
+        .collect()
+}
+
+/// The Sentinels of a Replicated class as the operator addresses them, from any namespace.
+pub fn sentinel_urls(class: &str, namespace: &str, sentinels: u32) -> Vec<String> {
+    let names = Names::of(class);
+    (0..sentinels)
+        .map(|i| {
+            format!(
+                "redis://{}-{i}.{}.{namespace}.svc:{SENTINEL_PORT}",
+                names.sentinel, names.sentinel
+            )
+        })
+        .collect()
+}
+
+/// Starts a Redis node: primary or replica of whom the Sentinels name (see the module docs).
+/// `$FIRST`, `$SELF`, `$SENTINELS` and `$MASTER` come from the environment, the server's own
+/// arguments after the script's name.
+pub const NODE_SCRIPT: &str = r#"set -eu
+ask() {
+  for s in $SENTINELS; do
+    a=$(timeout 2 redis-cli -h "${s%:*}" -p "${s##*:}" --raw SENTINEL get-master-addr-by-name "$MASTER" 2>/dev/null | head -n 1) || true
+    if [ -n "$a" ]; then echo "$a"; return; fi
+  done
+}
+primary=$(ask)
+waited=0
+while [ "$primary" = "$SELF" ] && [ "$waited" -lt 30 ]; do
+  echo "the Sentinels still name this node, restarted, as the primary: waiting for a failover"
+  sleep 2; waited=$((waited + 2)); primary=$(ask)
+done
+[ -n "$primary" ] || primary="$FIRST"
+set -- redis-server --port 6379 --save "" --appendonly no --maxmemory-policy noeviction \
+  --protected-mode no --replica-announce-ip "$SELF" --replica-announce-port 6379 "$@"
+if [ "$primary" != "$SELF" ]; then
+  echo "replica of $primary"
+  set -- "$@" --replicaof "$primary" 6379
+else
+  echo "primary"
+fi
+exec "$@"
+"#;
+
+/// Ready as a primary, or as a replica whose link to its primary is up.
+const NODE_READY: &str = r#"r=$(timeout 2 redis-cli -p 6379 INFO replication) || exit 1
+case "$r" in *role:master*|*master_link_status:up*) exit 0 ;; esac
+exit 1
+"#;
+
+/// Starts a Sentinel monitoring the primary the other Sentinels name, or else the node that
+/// answers `ROLE` as a master, or else node 0. `$SENTINEL_DIR` and `$BIND` let the script run
+/// outside a pod (tests: several Sentinels on one machine).
+const SENTINEL_SCRIPT: &str = r#"set -eu
+dir=${SENTINEL_DIR:-/sentinel}
+primary=""
+for s in $SENTINELS; do
+  [ "${s%:*}" = "$SELF" ] && continue
+  primary=$(timeout 2 redis-cli -h "${s%:*}" -p "${s##*:}" --raw SENTINEL get-master-addr-by-name "$MASTER" 2>/dev/null | head -n 1) || true
+  [ -n "$primary" ] && break
+done
+waited=0
+while [ -z "$primary" ] && [ "$waited" -lt 120 ]; do
+  for n in $NODES; do
+    if [ "$(timeout 2 redis-cli -h "$n" -p 6379 --raw ROLE 2>/dev/null | head -n 1)" = master ]; then primary=$n; break; fi
+  done
+  [ -n "$primary" ] && break
+  sleep 1; waited=$((waited + 1))
+done
+[ -n "$primary" ] || primary="$FIRST"
+echo "monitoring $primary"
+cat > "$dir/sentinel.conf" <<EOF
+port 26379
+${BIND:+bind $BIND}
+protected-mode no
+sentinel resolve-hostnames yes
+sentinel announce-hostnames yes
+sentinel announce-ip $SELF
+sentinel announce-port 26379
+sentinel monitor $MASTER $primary 6379 $QUORUM
+sentinel down-after-milliseconds $MASTER $DOWN_AFTER_MS
+sentinel failover-timeout $MASTER $FAILOVER_TIMEOUT_MS
+sentinel parallel-syncs $MASTER 1
+EOF
+exec redis-server "$dir/sentinel.conf" --sentinel
+"#;
+
+/// The Sentinel's start-up script with this operator's quorum and timings.
+pub fn sentinel_script() -> String {
+    SENTINEL_SCRIPT
+        .replace("$QUORUM", &QUORUM.to_string())
+        .replace("$DOWN_AFTER_MS", &DOWN_AFTER_MS.to_string())
+        .replace("$FAILOVER_TIMEOUT_MS", &FAILOVER_TIMEOUT_MS.to_string())
+}
+
+/// Ready when a quorum of Sentinels can authorise a failover.
+const SENTINEL_READY: &str =
+    r#"timeout 2 redis-cli -p 26379 SENTINEL ckquorum "$MASTER" | grep -q '^OK'"#;
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn pod_name_env() -> EnvVar {
+    EnvVar {
+        name: "POD_NAME".to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.name".to_owned(),
+                api_version: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+fn exec_probe(script: &str, period: i32, failures: i32) -> Probe {
     Probe {
-        tcp_socket: Some(TCPSocketAction {
-            port: IntOrString::String("redis".to_owned()),
-            host: None,
+        exec: Some(ExecAction {
+            command: Some(vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()]),
         }),
         period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(3),
         ..Probe::default()
     }
 }
 
-pub(crate) fn statefulset(meta: &Meta, lc: &LiveClass, plan: &Plan) -> Option<StatefulSet> {
-    if plan.redis.shape == RedisShape::External {
-        return None;
+fn security_context() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(999),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        ..SecurityContext::default()
     }
+}
+
+fn port(name: &str, port: u16) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: i32::from(port),
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    }
+}
+
+fn selector(meta: &Meta, component: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(meta.selector(component)),
+        match_expressions: None,
+    }
+}
+
+/// Spread over nodes: losing one node must not take the primary and its replicas, or a
+/// majority of the Sentinels, at once.
+fn spread(meta: &Meta, component: &str) -> Vec<TopologySpreadConstraint> {
+    vec![TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: "kubernetes.io/hostname".to_owned(),
+        when_unsatisfiable: "ScheduleAnyway".to_owned(),
+        label_selector: Some(selector(meta, component)),
+        ..TopologySpreadConstraint::default()
+    }]
+}
+
+fn pod_template(meta: &Meta, component: &str, pod: PodSpec) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(meta.labels(component)),
+            // Always, not only while a class is on: a change of the template would restart
+            // Redis, and between classes it holds no pods (or the next class's warm state).
+            annotations: Some(BTreeMap::from([(
+                SAFE_TO_EVICT.to_owned(),
+                "false".to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(pod),
+    }
+}
+
+fn statefulset(
+    meta: &Meta,
+    name: &str,
+    component: &str,
+    service: &str,
+    replicas: u32,
+    pod: PodSpec,
+) -> StatefulSet {
+    StatefulSet {
+        metadata: meta.metadata(name, component),
+        spec: StatefulSetSpec {
+            replicas: Some(i32::try_from(replicas).unwrap_or(i32::MAX)),
+            service_name: Some(service.to_owned()),
+            // Every node starts at once: a node finds its primary by asking, not by order.
+            pod_management_policy: Some("Parallel".to_owned()),
+            selector: selector(meta, component),
+            template: pod_template(meta, component, pod),
+            ..StatefulSetSpec::default()
+        },
+        status: None,
+    }
+}
+
+/// The server's own arguments: memory and clients from the plan and the class's pods.
+fn server_args(spec: &ValidSpec, plan: &Plan) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(memory) = plan.redis.memory {
+        args.extend(["--maxmemory".to_owned(), memory.max_memory_arg()]);
+    }
+    // Each socket pod holds a command and a pub/sub connection (a few while one reconnects);
+    // the rest is the operator, the replicas, the Sentinels and someone debugging.
+    let maxclients = 64 + 8 * u64::from(spec.socket.max_replicas);
+    args.extend(["--maxclients".to_owned(), maxclients.to_string()]);
+    // A socket pod's subscription may fall as far behind as the memory planned for it; past
+    // that it is cut, and the pod catches up from the stream as after any outage.
+    let mb = PER_SOCKET_POD_BYTES / (1024 * 1024);
+    args.extend([
+        "--client-output-buffer-limit".to_owned(),
+        format!("pubsub {}mb {mb}mb 30", 2 * mb),
+    ]);
+    args
+}
+
+fn resources(plan: &Plan) -> Option<ResourceRequirements> {
+    let memory = plan.redis.memory?;
+    let quantity = Quantity(memory.request_quantity());
+    Some(ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("memory".to_owned(), quantity.clone()),
+            ("cpu".to_owned(), Quantity("100m".to_owned())),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_owned(), quantity)])),
+        ..ResourceRequirements::default()
+    })
+}
+
+/// While a class is on (or warming up for one), no voluntary eviction of a Standalone Redis:
+/// it would lose every student's state. Between classes a node drain may move it.
+fn pdb(meta: &Meta, name: &str, component: &str, max_unavailable: i32) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta.metadata(name, component),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(max_unavailable)),
+            selector: Some(selector(meta, component)),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn class_is_on(plan: &Plan) -> bool {
+    matches!(
+        plan.phase,
+        Phase::WarmingUp | Phase::Live | Phase::CoolingDown
+    )
+}
+
+fn headless(meta: &Meta, name: &str, component: &str, port_name: &str, port: u16) -> Service {
+    Service {
+        metadata: meta.metadata(name, component),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_owned()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(meta.selector(component)),
+            ports: Some(vec![service_port(port_name, port)]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn service_port(name: &str, port: u16) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_owned()),
+        port: i32::from(port),
+        target_port: Some(IntOrString::String(name.to_owned())),
+        protocol: Some("TCP".to_owned()),
+        ..ServicePort::default()
+    }
+}
+
+pub(crate) fn objects(
+    meta: &Meta,
+    lc: &LiveClass,
+    spec: &ValidSpec,
+    plan: &Plan,
+) -> Option<RedisObjects> {
+    match plan.redis.shape {
+        RedisShape::External => None,
+        RedisShape::Standalone => Some(RedisObjects {
+            statefulset: standalone(meta, lc, spec, plan),
+            service: service(meta),
+            pdb: pdb(
+                meta,
+                &meta.names.redis,
+                COMPONENT,
+                i32::from(!class_is_on(plan)),
+            ),
+            replicated: None,
+        }),
+        RedisShape::Replicated {
+            replicas,
+            sentinels,
+        } => Some(replicated(meta, lc, spec, plan, replicas, sentinels)),
+    }
+}
+
+fn standalone(meta: &Meta, lc: &LiveClass, spec: &ValidSpec, plan: &Plan) -> StatefulSet {
     let mut args: Vec<String> = [
         "redis-server",
         "--port",
@@ -70,68 +436,177 @@ pub(crate) fn statefulset(meta: &Meta, lc: &LiveClass, plan: &Plan) -> Option<St
     ]
     .map(str::to_owned)
     .to_vec();
-    let mut resources = None;
-    if let Some(memory) = plan.redis.memory {
-        args.push("--maxmemory".to_owned());
-        args.push(memory.max_memory_arg());
-        let quantity = BTreeMap::from([("memory".to_owned(), Quantity(memory.request_quantity()))]);
-        resources = Some(ResourceRequirements {
-            requests: Some(quantity.clone()),
-            limits: Some(quantity),
-            ..ResourceRequirements::default()
-        });
-    }
+    args.extend(server_args(spec, plan));
     let container = Container {
         name: "redis".to_owned(),
         image: Some(lc.spec.redis.image.clone()),
         args: Some(args),
-        ports: Some(vec![ContainerPort {
-            name: Some("redis".to_owned()),
-            container_port: i32::from(REDIS_PORT),
-            protocol: Some("TCP".to_owned()),
-            ..ContainerPort::default()
-        }]),
-        readiness_probe: Some(tcp_probe(2)),
-        liveness_probe: Some(tcp_probe(10)),
-        resources,
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(999),
-            read_only_root_filesystem: Some(true),
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                add: None,
-            }),
-            ..SecurityContext::default()
-        }),
+        ports: Some(vec![port("redis", REDIS_PORT)]),
+        readiness_probe: Some(exec_probe(NODE_READY, 2, 2)),
+        liveness_probe: Some(exec_probe(NODE_READY, 10, 3)),
+        resources: resources(plan),
+        security_context: Some(security_context()),
         ..Container::default()
     };
-    Some(StatefulSet {
-        metadata: meta.metadata(&meta.names.redis, COMPONENT),
-        spec: StatefulSetSpec {
-            replicas: Some(i32::from(plan.redis.running)),
-            service_name: Some(meta.names.redis.clone()),
-            selector: LabelSelector {
-                match_labels: Some(meta.selector(COMPONENT)),
-                match_expressions: None,
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(meta.labels(COMPONENT)),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    ..PodSpec::default()
-                }),
-            },
-            ..StatefulSetSpec::default()
+    statefulset(
+        meta,
+        &meta.names.redis,
+        COMPONENT,
+        &meta.names.redis,
+        u32::from(plan.redis.running),
+        PodSpec {
+            containers: vec![container],
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            ..PodSpec::default()
         },
-        status: None,
-    })
+    )
+}
+
+fn replicated(
+    meta: &Meta,
+    lc: &LiveClass,
+    spec: &ValidSpec,
+    plan: &Plan,
+    replicas: u32,
+    sentinels: u32,
+) -> RedisObjects {
+    let names = &meta.names;
+    let ns = &meta.namespace;
+    // Names as the nodes announce themselves and the Sentinels report them: resolvable from
+    // any namespace (the operator's too).
+    let node = |i: u32| format!("{}-{i}.{}.{ns}.svc", names.redis, names.redis_nodes);
+    let sentinel = |i: u32| format!("{}-{i}.{}.{ns}.svc", names.sentinel, names.sentinel);
+    let nodes: Vec<String> = (0..=replicas).map(node).collect();
+    let sentinel_list: Vec<String> = (0..sentinels)
+        .map(|i| format!("{}:{SENTINEL_PORT}", sentinel(i)))
+        .collect();
+    let running = plan.redis.running;
+    let common_env = |self_domain: String| {
+        vec![
+            pod_name_env(),
+            EnvVar {
+                name: "SELF".to_owned(),
+                value: Some(format!("$(POD_NAME).{self_domain}")),
+                value_from: None,
+            },
+            env("MASTER", MASTER_NAME),
+            env("FIRST", node(0)),
+            env("SENTINELS", sentinel_list.join(" ")),
+            env("NODES", nodes.join(" ")),
+        ]
+    };
+    let sh = |script: &str| vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()];
+
+    let mut node_command = sh(NODE_SCRIPT);
+    node_command.push("redis-node".to_owned());
+    node_command.extend(server_args(spec, plan));
+    let node_container = Container {
+        name: "redis".to_owned(),
+        image: Some(lc.spec.redis.image.clone()),
+        command: Some(node_command),
+        ports: Some(vec![port("redis", REDIS_PORT)]),
+        env: Some(common_env(format!("{}.{ns}.svc", names.redis_nodes))),
+        readiness_probe: Some(exec_probe(NODE_READY, 2, 2)),
+        // A node waits up to 30 s for a failover before it starts listening.
+        startup_probe: Some(Probe {
+            failure_threshold: Some(30),
+            ..exec_probe(NODE_READY, 2, 30)
+        }),
+        liveness_probe: Some(exec_probe(
+            "timeout 2 redis-cli -p 6379 PING | grep -q PONG",
+            10,
+            3,
+        )),
+        resources: resources(plan),
+        security_context: Some(security_context()),
+        ..Container::default()
+    };
+    let sentinel_container = Container {
+        name: "sentinel".to_owned(),
+        image: Some(lc.spec.redis.image.clone()),
+        command: Some(sh(&sentinel_script())),
+        ports: Some(vec![port("sentinel", SENTINEL_PORT)]),
+        env: Some(common_env(format!("{}.{ns}.svc", names.sentinel))),
+        readiness_probe: Some(exec_probe(SENTINEL_READY, 2, 2)),
+        startup_probe: Some(exec_probe(
+            "timeout 2 redis-cli -p 26379 PING | grep -q PONG",
+            2,
+            90,
+        )),
+        liveness_probe: Some(exec_probe(
+            "timeout 2 redis-cli -p 26379 PING | grep -q PONG",
+            10,
+            3,
+        )),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("memory".to_owned(), Quantity("32Mi".to_owned())),
+                ("cpu".to_owned(), Quantity("20m".to_owned())),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_owned(),
+                Quantity("64Mi".to_owned()),
+            )])),
+            ..ResourceRequirements::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "sentinel".to_owned(),
+            mount_path: "/sentinel".to_owned(),
+            ..VolumeMount::default()
+        }]),
+        security_context: Some(security_context()),
+        ..Container::default()
+    };
+    let pod = |container: Container, component: &str, volumes: Option<Vec<Volume>>| PodSpec {
+        containers: vec![container],
+        volumes,
+        topology_spread_constraints: Some(spread(meta, component)),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        ..PodSpec::default()
+    };
+    // The Sentinel rewrites its configuration as it learns: it needs a writable file.
+    let sentinel_volume = Volume {
+        name: "sentinel".to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    };
+    RedisObjects {
+        statefulset: statefulset(
+            meta,
+            &names.redis,
+            COMPONENT,
+            &names.redis_nodes,
+            if running { replicas + 1 } else { 0 },
+            pod(node_container, COMPONENT, None),
+        ),
+        service: service(meta),
+        pdb: pdb(meta, &names.redis, COMPONENT, 1),
+        replicated: Some(ReplicatedObjects {
+            nodes: headless(meta, &names.redis_nodes, COMPONENT, "redis", REDIS_PORT),
+            sentinels: statefulset(
+                meta,
+                &names.sentinel,
+                SENTINEL_COMPONENT,
+                &names.sentinel,
+                if running { sentinels } else { 0 },
+                pod(
+                    sentinel_container,
+                    SENTINEL_COMPONENT,
+                    Some(vec![sentinel_volume]),
+                ),
+            ),
+            sentinel_service: headless(
+                meta,
+                &names.sentinel,
+                SENTINEL_COMPONENT,
+                "sentinel",
+                SENTINEL_PORT,
+            ),
+            sentinel_pdb: pdb(meta, &names.sentinel, SENTINEL_COMPONENT, 1),
+        }),
+    }
 }
 
 pub(crate) fn service(meta: &Meta) -> Service {
@@ -140,13 +615,7 @@ pub(crate) fn service(meta: &Meta) -> Service {
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_owned()),
             selector: Some(meta.selector(COMPONENT)),
-            ports: Some(vec![ServicePort {
-                name: Some("redis".to_owned()),
-                port: i32::from(REDIS_PORT),
-                target_port: Some(IntOrString::String("redis".to_owned())),
-                protocol: Some("TCP".to_owned()),
-                ..ServicePort::default()
-            }]),
+            ports: Some(vec![service_port("redis", REDIS_PORT)]),
             ..ServiceSpec::default()
         }),
         status: None,

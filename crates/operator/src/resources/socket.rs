@@ -23,7 +23,7 @@ use k8s_openapi::{
     },
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
-use liveclass_api::{LiveClass, Plan, ValidSpec};
+use liveclass_api::{LiveClass, Plan, ValidSpec, plan::RedisShape};
 
 use super::{Meta, TokenSource, redis};
 
@@ -156,7 +156,18 @@ pub(crate) fn deployment(
                 ..EnvVarSource::default()
             }),
         }),
-        None => env.push(env_redis(meta)),
+        None => {
+            env.push(env_redis(meta));
+            // Replicated: every (re)connection asks the Sentinels for the primary, so a
+            // failover is followed without a restart.
+            if let RedisShape::Replicated { sentinels, .. } = plan.redis.shape {
+                env.push(self::env(
+                    "LIVECLASS_REDIS_SENTINELS",
+                    redis::sentinel_addrs(meta, sentinels).join(","),
+                ));
+                env.push(self::env("LIVECLASS_REDIS_MASTER_NAME", redis::MASTER_NAME));
+            }
+        }
     }
     let current = token.current();
     let mut volumes = vec![secret_volume("token", &current.name, &current.key, false)];

@@ -126,13 +126,17 @@ fn live_class_gets_planned_replicas_probes_ports_and_owner() {
         Some("tokens")
     );
     assert!(pod.topology_spread_constraints.is_some());
-    let (sts, svc) = d.redis.clone().unwrap();
-    assert_eq!(sts.spec.replicas, Some(1));
-    assert_eq!(svc.metadata.name.as_deref(), Some("physics-101-redis"));
+    let redis = d.redis.clone().unwrap();
+    assert_eq!(redis.statefulset.spec.replicas, Some(1));
+    assert_eq!(
+        redis.service.metadata.name.as_deref(),
+        Some("physics-101-redis")
+    );
+    assert!(redis.replicated.is_none());
     let headless = d.headless_service.clone().unwrap().spec.unwrap();
     assert_eq!(headless.cluster_ip.as_deref(), Some("None"));
     assert!(d.hpa.is_none());
-    assert_eq!(d.owned().len(), 6);
+    assert_eq!(d.owned().len(), 7);
 }
 
 /// Whether `ip` is inside `net` (`addr/len`), for IPv4 and IPv6 alike.
@@ -211,7 +215,7 @@ fn between_classes_replicas_are_idle_and_redis_stops_when_no_pod_runs() {
     let lc = class(serde_json::json!({ "spec": { "socket": { "idleReplicas": 0 } } }));
     let d = desired(&lc, "2026-11-30T10:00:00Z");
     assert_eq!(d.deployment.unwrap().spec.replicas, Some(0));
-    assert_eq!(d.redis.unwrap().0.spec.replicas, Some(0));
+    assert_eq!(d.redis.unwrap().statefulset.spec.replicas, Some(0));
 }
 
 #[test]
@@ -284,4 +288,174 @@ fn an_object_without_uid_cannot_be_owned() {
         build(&lc, &spec, &plan, &token_source(&lc)),
         Err(Error::MissingField(_))
     ));
+}
+
+fn container(
+    sts: &k8s_openapi::api::apps::v1::StatefulSet,
+) -> &k8s_openapi::api::core::v1::Container {
+    &sts.spec.template.spec.as_ref().unwrap().containers[0]
+}
+
+fn env_value(c: &k8s_openapi::api::core::v1::Container, name: &str) -> Option<String> {
+    c.env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.clone())
+}
+
+#[test]
+fn replicated_redis_is_a_primary_two_replicas_and_three_sentinels_the_socket_pods_ask() {
+    let lc = class(serde_json::json!({ "spec": { "redis": { "mode": "Replicated" } } }));
+    let d = desired(&lc, "2026-12-01T14:10:00Z");
+    let redis = d.redis.clone().unwrap();
+    let x = redis.replicated.clone().unwrap();
+
+    // Three nodes started together, each finding its primary by asking the Sentinels.
+    assert_eq!(redis.statefulset.spec.replicas, Some(3));
+    assert_eq!(
+        redis.statefulset.spec.pod_management_policy.as_deref(),
+        Some("Parallel")
+    );
+    assert_eq!(
+        redis.statefulset.spec.service_name.as_deref(),
+        Some("physics-101-redis-nodes")
+    );
+    let node = container(&redis.statefulset);
+    let command = node.command.clone().unwrap();
+    assert_eq!(command[..2], ["sh".to_owned(), "-c".to_owned()]);
+    assert_eq!(command[2], NODE_SCRIPT);
+    assert!(command.windows(2).any(|w| w[0] == "--maxmemory"));
+    assert_eq!(
+        env_value(node, "SELF").as_deref(),
+        Some("$(POD_NAME).physics-101-redis-nodes.school.svc")
+    );
+    assert_eq!(
+        env_value(node, "FIRST").as_deref(),
+        Some("physics-101-redis-0.physics-101-redis-nodes.school.svc")
+    );
+    assert_eq!(env_value(node, "SENTINELS").unwrap().split(' ').count(), 3);
+    // Readiness asks Redis (primary, or replica with its link up), not a TCP port.
+    let ready = node.readiness_probe.as_ref().unwrap();
+    assert!(ready.tcp_socket.is_none());
+    assert!(
+        ready.exec.as_ref().unwrap().command.as_ref().unwrap()[2].contains("master_link_status:up")
+    );
+
+    // Headless, publishing pods before they are Ready: a starting node must find the others.
+    for svc in [&x.nodes, &x.sentinel_service] {
+        let spec = svc.spec.as_ref().unwrap();
+        assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(spec.publish_not_ready_addresses, Some(true));
+    }
+    assert_eq!(x.sentinels.spec.replicas, Some(3));
+    let sentinel = container(&x.sentinels);
+    assert_eq!(sentinel.command.as_ref().unwrap()[2], sentinel_script());
+    assert!(sentinel_script().contains("sentinel monitor $MASTER $primary 6379 2"));
+    assert!(
+        sentinel
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .exec
+            .as_ref()
+            .unwrap()
+            .command
+            .as_ref()
+            .unwrap()[2]
+            .contains("ckquorum")
+    );
+
+    // Spread over nodes, never evicted by the autoscaler, one pod at a time by a drain.
+    for sts in [&redis.statefulset, &x.sentinels] {
+        let template = &sts.spec.template;
+        assert_eq!(
+            template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .annotations
+                .as_ref()
+                .unwrap()[SAFE_TO_EVICT],
+            "false"
+        );
+        assert!(
+            template
+                .spec
+                .as_ref()
+                .unwrap()
+                .topology_spread_constraints
+                .is_some()
+        );
+    }
+    for pdb in [&redis.pdb, &x.sentinel_pdb] {
+        assert_eq!(
+            pdb.spec.as_ref().unwrap().max_unavailable,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+        );
+    }
+
+    // The socket pods follow the primary through the Sentinels.
+    assert_eq!(
+        env(&d, "LIVECLASS_REDIS_SENTINELS").value.as_deref(),
+        Some(
+            "physics-101-sentinel-0.physics-101-sentinel:26379,\
+             physics-101-sentinel-1.physics-101-sentinel:26379,\
+             physics-101-sentinel-2.physics-101-sentinel:26379"
+        )
+    );
+    assert_eq!(
+        env(&d, "LIVECLASS_REDIS_MASTER_NAME").value.as_deref(),
+        Some(MASTER_NAME)
+    );
+    // The socket objects (4), the Redis (3) and the Replicated parts (4).
+    assert_eq!(d.owned().len(), 11);
+    let all = Names::of("physics-101").all_owned();
+    assert!(
+        d.owned().iter().all(|o| all.contains(o)),
+        "every object is one the apply step can delete"
+    );
+}
+
+#[test]
+fn redis_is_sized_to_the_class_and_a_standalone_one_is_not_evicted_while_the_class_is_on() {
+    let max_unavailable = |d: &Desired| {
+        d.redis
+            .as_ref()
+            .unwrap()
+            .pdb
+            .spec
+            .as_ref()
+            .unwrap()
+            .max_unavailable
+            .clone()
+    };
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let lc = class(serde_json::json!({ "spec": { "socket": { "maxReplicas": 10 } } }));
+    // Live: no voluntary eviction; days before: a drain may move it.
+    let live = desired(&lc, "2026-12-01T14:10:00Z");
+    assert_eq!(max_unavailable(&live), Some(IntOrString::Int(0)));
+    let before = desired(&lc, "2026-11-30T10:00:00Z");
+    assert_eq!(max_unavailable(&before), Some(IntOrString::Int(1)));
+
+    let args = container(&live.redis.as_ref().unwrap().statefulset)
+        .args
+        .clone()
+        .unwrap();
+    let after = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .map(|i| args[i + 1].clone())
+    };
+    assert_eq!(after("--maxclients").as_deref(), Some("144"));
+    assert_eq!(
+        after("--client-output-buffer-limit").as_deref(),
+        Some("pubsub 8mb 4mb 30")
+    );
+    let resources = container(&live.redis.as_ref().unwrap().statefulset)
+        .resources
+        .clone()
+        .unwrap();
+    assert!(resources.requests.unwrap().contains_key("cpu"));
+    assert!(live.redis.as_ref().unwrap().replicated.is_none());
 }
