@@ -44,8 +44,8 @@ impl Layout {
             .arg("-c")
             .arg(NODE_SCRIPT)
             .arg("redis-node")
-            .args(["--bind", &self.nodes[i], "--dir"])
-            .arg(dir);
+            .args(["--bind", &self.nodes[i]])
+            .env("DATA_DIR", dir);
         self.env(&mut command, &self.nodes[i]);
         ManagedChild::spawn(
             &format!("node {i}"),

@@ -858,3 +858,388 @@ spec:
         .await
         .unwrap();
 }
+
+/// Issue 13 on real pods: a LiveClass with `redis.mode: Replicated` gets three Redis nodes and
+/// three Sentinels from the operator the chart installs; with students commenting, the primary's
+/// Redis process is SIGKILLed (the kubelet restarts it at once, faster than the Sentinels
+/// notice). The Sentinels promote a replica, the operator reports the new primary and a
+/// `RedisFailover` Event, the socket servers follow without restarting, the students lose and
+/// duplicate nothing (a comment refused as `unavailable` during the failover is the server's
+/// explicit answer, which the client may send again), and the old primary rejoins as a replica.
+#[tokio::test]
+#[ignore = "needs root and the real node's binaries and images; scripts/test runs it"]
+async fn a_replicated_class_survives_losing_its_redis_primary_on_the_real_node() {
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::{Event, Service};
+    use std::time::{Instant, SystemTime};
+
+    let students: u32 = 200;
+    let cluster = LocalCluster::shared_with_real_node().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let ns = real_node_namespace(cluster, "replicated").await;
+    let v = version();
+    let class = "chemistry";
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../../charts/liveclass");
+    helm(
+        cluster,
+        &[
+            "install",
+            "school",
+            chart,
+            "--namespace",
+            &ns,
+            "--set",
+            "image.repository=localhost/liveclass/operator",
+            "--set",
+            &format!("image.tag={v}"),
+            "--set",
+            "image.pullPolicy=Never",
+            "--set",
+            "replicas=1",
+            "--set",
+            "resources.requests.cpu=10m",
+        ],
+    );
+
+    // A class on now, for a few minutes, with a Replicated Redis.
+    let start = SystemTime::now() + Duration::from_secs(30);
+    let class_yaml = format!(
+        r#"
+apiVersion: liveclass.dev/v1alpha1
+kind: LiveClass
+metadata: {{ name: {class} }}
+spec:
+  schedule: {{ start: "{start}", duration: 4m }}
+  expectedAttendance: {students}
+  warmup: 10s
+  cooldown: 5s
+  socket:
+    image: localhost/liveclass/socket:{v}
+    connectionsPerPod: 1000
+    minReplicas: 2
+    maxReplicas: 2
+    podStartup: 20s
+    resources: {{ requests: {{ cpu: 10m, memory: 32Mi }} }}
+  redis:
+    image: localhost/liveclass/redis:{v}
+    mode: Replicated
+"#,
+        start = rfc3339(start),
+    );
+    let file = cluster.dir().join(format!("{ns}-class.yaml"));
+    std::fs::write(&file, class_yaml).unwrap();
+    kubectl(
+        cluster,
+        &["apply", "-n", &ns, "-f", &file.display().to_string()],
+    );
+
+    // Ready as the operator judges it: every node in sync, a Sentinel quorum, a primary named.
+    let kubeconfig = cluster.kubeconfig_path().to_path_buf();
+    let kubectl_bin = cluster.binary("kubectl").unwrap();
+    let redis_state = move |ns: String| {
+        let (kubeconfig, kubectl_bin) = (kubeconfig.clone(), kubectl_bin.clone());
+        async move {
+            let out = tokio::process::Command::new(kubectl_bin)
+                .arg("--kubeconfig")
+                .arg(kubeconfig)
+                .args(["get", "liveclass", class, "-n", &ns, "-o", "json"])
+                .output()
+                .await
+                .ok()?;
+            let lc: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let status = &lc["status"];
+            let ready = status["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "RedisReady" && c["status"] == "True");
+            Some((ready, status["redisPrimary"].as_str().map(str::to_owned)))
+        }
+    };
+    // What the pods and the class say, for a failure message.
+    let diagnose = || {
+        let mut out = kubectl(cluster, &["get", "pods", "-n", &ns, "-o", "wide"]);
+        out += &kubectl(
+            cluster,
+            &[
+                "get",
+                "liveclass",
+                class,
+                "-n",
+                &ns,
+                "-o",
+                "jsonpath={.status}",
+            ],
+        );
+        for pod in [
+            format!("{class}-redis-0"),
+            format!("{class}-redis-1"),
+            format!("{class}-sentinel-0"),
+        ] {
+            let out_pod = Command::new(cluster.binary("kubectl").unwrap())
+                .arg("--kubeconfig")
+                .arg(cluster.kubeconfig_path())
+                .args(["logs", "-n", &ns, &pod, "--tail", "30"])
+                .output()
+                .unwrap();
+            out += &format!(
+                "\n--- {pod} ---\n{}{}",
+                String::from_utf8_lossy(&out_pod.stdout),
+                String::from_utf8_lossy(&out_pod.stderr)
+            );
+        }
+        out
+    };
+    let first = wait::until(
+        "RedisReady with a primary named",
+        Duration::from_secs(240),
+        Duration::from_millis(500),
+        || {
+            let state = redis_state(ns.clone());
+            async move {
+                match state.await? {
+                    (true, Some(primary)) => Some(primary),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", diagnose()));
+    eprintln!("Replicated Redis Ready; the Sentinels name {first}");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    wait::until(
+        "2 socket pods Ready",
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        || {
+            let pods = pods.clone();
+            async move { (class_capacity(&pods, class).await.0 == 2).then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
+
+    // The students, straight to the class's socket Service.
+    let socket: Service = Api::namespaced(client.clone(), &ns)
+        .get(&format!("{class}-socket"))
+        .await
+        .unwrap();
+    let socket_ip = socket.spec.unwrap().cluster_ip.unwrap();
+    let yaml = format!(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {{ name: students }}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      automountServiceAccountToken: false
+      enableServiceLinks: false
+      containers:
+        - name: load
+          image: localhost/liveclass/load:{v}
+          imagePullPolicy: Never
+          args: ["--url", "ws://{socket_ip}:8080/ws", "--students", "{students}",
+                 "--class-id", "{ns}/{class}", "--secret-file", "/var/run/liveclass/token/hs256-key",
+                 "--run-id", "replicated", "--arrive-within", "10s", "--comment-rate", "2",
+                 "--duration", "60s", "--drain", "30s", "--max-retries", "40",
+                 "--expect-refusal", "unavailable", "--no-progress"]
+          volumeMounts: [{{ name: token, mountPath: /var/run/liveclass/token, readOnly: true }}]
+          securityContext: {{ runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false }}
+      volumes: [{{ name: token, secret: {{ secretName: {class}-token }} }}]
+"#
+    );
+    let file = cluster.dir().join(format!("{ns}-students.yaml"));
+    std::fs::write(&file, yaml).unwrap();
+    kubectl(
+        cluster,
+        &["apply", "-n", &ns, "-f", &file.display().to_string()],
+    );
+    tokio::time::sleep(Duration::from_secs(25)).await;
+
+    // SIGKILL the primary's Redis process; the kubelet restarts the container at once.
+    let primary_pod = first.split('.').next().unwrap().to_owned();
+    let node = cluster.real_node().unwrap();
+    let ids = node
+        .crictl_output(&[
+            "ps",
+            "-q",
+            "--name",
+            "^redis$",
+            "--label",
+            &format!("io.kubernetes.pod.namespace={ns}"),
+            "--label",
+            &format!("io.kubernetes.pod.name={primary_pod}"),
+        ])
+        .unwrap();
+    let id = ids
+        .lines()
+        .next()
+        .expect("the primary's container")
+        .to_string();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&node.crictl_output(&["inspect", &id]).unwrap()).unwrap();
+    let pid = inspect["info"]["pid"]
+        .as_i64()
+        .expect("the container's pid");
+    let killed = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eprintln!("SIGKILLed the primary {primary_pod} (container {id}, pid {pid})");
+
+    // The Sentinels promote a replica; the operator says so in status and in an Event.
+    let promoted = wait::until(
+        "the operator to report a new primary",
+        Duration::from_secs(90),
+        Duration::from_millis(250),
+        || {
+            let state = redis_state(ns.clone());
+            let first = first.clone();
+            async move { state.await?.1.filter(|p| *p != first) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", diagnose()));
+    eprintln!(
+        "the operator reported {promoted} as the primary {:.1}s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    wait::until(
+        "a RedisFailover Event",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || {
+            let events = events.clone();
+            async move {
+                let list = events.list(&Default::default()).await.ok()?;
+                list.items
+                    .iter()
+                    .find(|e| e.reason.as_deref() == Some("RedisFailover"))
+                    .map(|e| eprintln!("Event: {}", e.message.clone().unwrap_or_default()))
+            }
+        },
+    )
+    .await
+    .unwrap();
+
+    // The students' verdict: everyone connected, 0 lost, 0 duplicated.
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let done = wait::until(
+        "the students' Job to finish",
+        Duration::from_secs(300),
+        Duration::from_secs(1),
+        || {
+            let jobs = jobs.clone();
+            async move {
+                let status = jobs.get_opt("students").await.ok().flatten()?.status?;
+                (status.succeeded.unwrap_or(0) + status.failed.unwrap_or(0) > 0)
+                    .then_some(status.succeeded.unwrap_or(0) > 0)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let report = kubectl(cluster, &["logs", "-n", &ns, "job/students"]);
+    eprintln!("the students' report:\n{report}");
+    assert!(
+        done,
+        "the class was not clean through the failover:\n{report}"
+    );
+    assert!(
+        report.contains(&format!("connected    {n} of {n}", n = students + 1)),
+        "{report}"
+    );
+    assert!(report.contains("lost 0 · duplicated 0"), "{report}");
+
+    // The socket servers followed the failover without a restart.
+    let list = pods.list(&Default::default()).await.unwrap();
+    for pod in list.items.iter().filter(|p| {
+        p.metadata
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with(&format!("{class}-socket-")))
+    }) {
+        let restarts: i32 = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .map(|cs| cs.iter().map(|c| c.restart_count).sum())
+            .unwrap_or(0);
+        assert_eq!(
+            restarts,
+            0,
+            "socket pod {} restarted",
+            pod.metadata.name.as_deref().unwrap_or("?")
+        );
+    }
+
+    // The old primary is back as a replica of the new one, and Redis is Ready again.
+    wait::until(
+        "RedisReady again, with the old primary as a replica",
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        || {
+            let state = redis_state(ns.clone());
+            async move { state.await?.0.then_some(()) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", diagnose()));
+    let info = kubectl(
+        cluster,
+        &[
+            "exec",
+            "-n",
+            &ns,
+            &primary_pod,
+            "-c",
+            "redis",
+            "--",
+            "redis-cli",
+            "INFO",
+            "replication",
+        ],
+    );
+    assert!(info.contains("role:slave"), "{info}");
+    assert!(info.contains("master_link_status:up"), "{info}");
+    let log = kubectl(
+        cluster,
+        &[
+            "logs",
+            "-n",
+            &ns,
+            &primary_pod,
+            "-c",
+            "redis",
+            "--previous=false",
+        ],
+    );
+    assert!(log.contains("waiting for a failover"), "{log}");
+
+    kubectl(
+        cluster,
+        &[
+            "delete",
+            "-n",
+            &ns,
+            "liveclass",
+            class,
+            "--wait=true",
+            "--timeout=120s",
+        ],
+    );
+    helm(
+        cluster,
+        &["uninstall", "school", "--namespace", &ns, "--wait"],
+    );
+    Api::<Namespace>::all(client)
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
+}

@@ -120,7 +120,7 @@ pub fn sentinel_urls(class: &str, namespace: &str, sentinels: u32) -> Vec<String
 
 /// Starts a Redis node: primary or replica of whom the Sentinels name (see the module docs).
 /// `$FIRST`, `$SELF`, `$SENTINELS` and `$MASTER` come from the environment, the server's own
-/// arguments after the script's name.
+/// arguments after the script's name; `$DATA_DIR` (default `/data`) lets it run outside a pod.
 pub const NODE_SCRIPT: &str = r#"set -eu
 ask() {
   for s in $SENTINELS; do
@@ -136,7 +136,7 @@ while [ "$primary" = "$SELF" ] && [ "$waited" -lt 30 ]; do
 done
 [ -n "$primary" ] || primary="$FIRST"
 set -- redis-server --port 6379 --save "" --appendonly no --maxmemory-policy noeviction \
-  --protected-mode no --replica-announce-ip "$SELF" --replica-announce-port 6379 "$@"
+  --dir "${DATA_DIR:-/data}" --protected-mode no --replica-announce-ip "$SELF" --replica-announce-port 6379 "$@"
 if [ "$primary" != "$SELF" ]; then
   echo "replica of $primary"
   set -- "$@" --replicaof "$primary" 6379
@@ -508,17 +508,25 @@ fn replicated(
         ports: Some(vec![port("redis", REDIS_PORT)]),
         env: Some(common_env(format!("{}.{ns}.svc", names.redis_nodes))),
         readiness_probe: Some(exec_probe(NODE_READY, 2, 2)),
-        // A node waits up to 30 s for a failover before it starts listening.
-        startup_probe: Some(Probe {
-            failure_threshold: Some(30),
-            ..exec_probe(NODE_READY, 2, 30)
-        }),
+        // A node waits up to 30 s for a failover before it starts listening; a replica's
+        // first full sync may take longer than that, and only readiness waits for it.
+        startup_probe: Some(exec_probe(
+            "timeout 2 redis-cli -p 6379 PING | grep -q PONG",
+            2,
+            30,
+        )),
         liveness_probe: Some(exec_probe(
             "timeout 2 redis-cli -p 6379 PING | grep -q PONG",
             10,
             3,
         )),
         resources: resources(plan),
+        // A replica receives its first copy as a file (the root file system is read-only).
+        volume_mounts: Some(vec![VolumeMount {
+            name: "data".to_owned(),
+            mount_path: "/data".to_owned(),
+            ..VolumeMount::default()
+        }]),
         security_context: Some(security_context()),
         ..Container::default()
     };
@@ -567,8 +575,8 @@ fn replicated(
         ..PodSpec::default()
     };
     // The Sentinel rewrites its configuration as it learns: it needs a writable file.
-    let sentinel_volume = Volume {
-        name: "sentinel".to_owned(),
+    let empty_dir = |name: &str| Volume {
+        name: name.to_owned(),
         empty_dir: Some(EmptyDirVolumeSource::default()),
         ..Volume::default()
     };
@@ -579,7 +587,7 @@ fn replicated(
             COMPONENT,
             &names.redis_nodes,
             if running { replicas + 1 } else { 0 },
-            pod(node_container, COMPONENT, None),
+            pod(node_container, COMPONENT, Some(vec![empty_dir("data")])),
         ),
         service: service(meta),
         pdb: pdb(meta, &names.redis, COMPONENT, 1),
@@ -594,7 +602,7 @@ fn replicated(
                 pod(
                     sentinel_container,
                     SENTINEL_COMPONENT,
-                    Some(vec![sentinel_volume]),
+                    Some(vec![empty_dir("sentinel")]),
                 ),
             ),
             sentinel_service: headless(
