@@ -131,7 +131,13 @@ impl Applier {
             .namespace()
             .ok_or(Error::MissingField("metadata.namespace"))?;
         if let Some(name) = &decision.generate_token {
-            self.ensure_token(lc, &namespace, name).await?;
+            self.ensure_generated(lc, &namespace, name, resources::generated_token_secret)
+                .await?;
+        }
+        // Before the Redis pods, which mount it (a pod whose Secret is missing waits for it).
+        if let Some(name) = &decision.generate_redis_password {
+            self.ensure_generated(lc, &namespace, name, resources::generated_redis_secret)
+                .await?;
         }
         let Some(desired) = &decision.desired else {
             return Ok(());
@@ -257,19 +263,25 @@ impl Applier {
         Ok(())
     }
 
-    /// Creates the generated token Secret once: a 409 means it exists (the operator never
-    /// reads Secrets, so it never looks at or rewrites a key).
-    async fn ensure_token(&self, lc: &LiveClass, namespace: &str, name: &str) -> Result<(), Error> {
+    /// Creates a generated Secret (the token's, the Redis password's) once: a 409 means it
+    /// exists (the operator never reads Secrets, so it never looks at or rewrites a key).
+    async fn ensure_generated(
+        &self,
+        lc: &LiveClass,
+        namespace: &str,
+        name: &str,
+        build: fn(&LiveClass, &str, String) -> Result<Secret, Error>,
+    ) -> Result<(), Error> {
         let uid = lc.uid().unwrap_or_default();
         let key = (namespace.to_owned(), name.to_owned(), uid);
         if self.tokens.lock().is_ok_and(|t| t.contains(&key)) {
             return Ok(());
         }
-        let secret = resources::generated_token_secret(lc, name, random_key()?)?;
+        let secret = build(lc, name, random_key()?)?;
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         self.metrics.requested(Verb::Create);
         match api.create(&PostParams::default(), &secret).await {
-            Ok(_) => tracing::info!(secret = name, "generated the class's token Secret"),
+            Ok(_) => tracing::info!(secret = name, "generated a Secret for the class"),
             Err(kube::Error::Api(status)) if status.code == 409 => {}
             Err(error) => return Err(Error::kube("creating", "Secret", name)(error)),
         }

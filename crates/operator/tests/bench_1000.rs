@@ -311,6 +311,14 @@ async fn write_as_the_operator(client: &Client, recorder: &Recorder, lc: &LiveCl
             .unwrap();
         writes += 1;
     }
+    if let Some(name) = &decision.generate_redis_password {
+        let secret = resources::generated_redis_secret(lc, name, "p".repeat(64)).unwrap();
+        Api::<Secret>::namespaced(client.clone(), &namespace)
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        writes += 1;
+    }
     let desired = decision.desired.clone().unwrap_or_default();
     if let Some(redis) = &desired.redis {
         apply(client, &namespace, &redis.service).await;

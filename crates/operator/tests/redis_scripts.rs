@@ -4,13 +4,17 @@
 //! the primary is SIGKILLed and restarted at once — faster than the Sentinels notice, the case
 //! that loses a class's state when a restarted primary comes back empty and its replicas copy
 //! it — and it waits for the failover, rejoins as a replica, and nothing written before is lost.
+//! Without the class's password a node answers only what the probes and the operator's
+//! attendance reads ask.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use liveclass_operator::resources::{MASTER_NAME, NODE_SCRIPT, sentinel_script};
+use liveclass_operator::resources::{MASTER_NAME, NODE_SCRIPT, USER_NAME, sentinel_script};
+
+const PASSWORD: &str = "class-password-0123456789abcdef";
 use liveclass_testkit::process::ManagedChild;
 
 /// A loopback block of its own per run: 127.<77>.<random>.<n>.
@@ -21,6 +25,7 @@ fn block() -> String {
 struct Layout {
     nodes: Vec<String>,
     sentinels: Vec<String>,
+    password_file: std::path::PathBuf,
 }
 
 impl Layout {
@@ -35,24 +40,23 @@ impl Layout {
             .env("MASTER", MASTER_NAME)
             .env("FIRST", &self.nodes[0])
             .env("SENTINELS", sentinels.join(" "))
-            .env("NODES", self.nodes.join(" "));
+            .env("NODES", self.nodes.join(" "))
+            .env("USER_NAME", USER_NAME)
+            .env("PASSWORD_FILE", &self.password_file);
     }
 
     fn node(&self, i: usize, dir: &Path) -> ManagedChild {
+        let own = dir.join(format!("node-{i}"));
+        std::fs::create_dir_all(&own).unwrap();
         let mut command = Command::new("sh");
         command
             .arg("-c")
             .arg(NODE_SCRIPT)
             .arg("redis-node")
             .args(["--bind", &self.nodes[i]])
-            .env("DATA_DIR", dir);
+            .env("DATA_DIR", &own);
         self.env(&mut command, &self.nodes[i]);
-        ManagedChild::spawn(
-            &format!("node {i}"),
-            command,
-            &dir.join(format!("node-{i}.log")),
-        )
-        .unwrap()
+        ManagedChild::spawn(&format!("node {i}"), command, &own.join("log")).unwrap()
     }
 
     fn sentinel(&self, i: usize, dir: &Path) -> ManagedChild {
@@ -69,18 +73,26 @@ impl Layout {
     }
 }
 
-/// One command to `host:port`; `None` while it does not answer.
+/// One command to `host:port` (as the class's user on a Redis node); `None` while it does not
+/// answer.
 fn ask(host: &str, port: u16, args: &[&str]) -> Option<redis::Value> {
-    let client = redis::Client::open(format!("redis://{host}:{port}")).ok()?;
-    let mut c = client
-        .get_connection_with_timeout(Duration::from_millis(500))
-        .ok()?;
-    c.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    let url = if port == 6379 {
+        format!("redis://{USER_NAME}:{PASSWORD}@{host}:{port}")
+    } else {
+        format!("redis://{host}:{port}")
+    };
+    send(&url, args).ok()
+}
+
+fn send(url: &str, args: &[&str]) -> redis::RedisResult<redis::Value> {
+    let client = redis::Client::open(url)?;
+    let mut c = client.get_connection_with_timeout(Duration::from_millis(500))?;
+    c.set_read_timeout(Some(Duration::from_secs(3)))?;
     let mut cmd = redis::cmd(args[0]);
     for a in &args[1..] {
         cmd.arg(*a);
     }
-    cmd.query(&mut c).ok()
+    cmd.query(&mut c)
 }
 
 fn text(v: &redis::Value) -> String {
@@ -136,9 +148,12 @@ fn log(dir: &Path, name: &str) -> String {
 fn a_restarted_primary_waits_for_the_failover_and_rejoins_as_a_replica_losing_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let base = block();
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, PASSWORD).unwrap();
     let layout = Layout {
         nodes: (1..=3).map(|n| format!("{base}.{n}")).collect(),
         sentinels: (11..=13).map(|n| format!("{base}.{n}")).collect(),
+        password_file,
     };
     let mut nodes: Vec<ManagedChild> = (0..3).map(|i| layout.node(i, dir.path())).collect();
     let _sentinels: Vec<ManagedChild> = (0..3).map(|i| layout.sentinel(i, dir.path())).collect();
@@ -163,6 +178,33 @@ fn a_restarted_primary_waits_for_the_failover_and_rejoins_as_a_replica_losing_no
             },
         );
     }
+
+    // Closed to anyone without the class's password, except what the probes and the
+    // operator's attendance reads need.
+    let anonymous = format!("redis://{first}:6379");
+    let refused = send(&anonymous, &["SET", "lc:{school/maths}:note", "x"]).unwrap_err();
+    assert!(
+        refused.to_string().to_lowercase().contains("noperm"),
+        "{refused}"
+    );
+    let refused = send(&anonymous, &["HGETALL", "lc:{school/maths}:where"]).unwrap_err();
+    assert!(
+        refused.to_string().to_lowercase().contains("noperm"),
+        "presence is not readable: {refused}"
+    );
+    for allowed in [
+        vec!["HLEN", "lc:{school/maths}:where"],
+        vec!["HGETALL", "lc:{school/maths}:pods"],
+        vec!["INFO", "replication"],
+        vec!["ROLE"],
+    ] {
+        send(&anonymous, &allowed).unwrap_or_else(|e| panic!("{allowed:?}: {e}"));
+    }
+    let wrong = send(
+        &format!("redis://{USER_NAME}:wrong@{first}:6379"),
+        &["PING"],
+    );
+    assert!(wrong.is_err(), "a wrong password is refused");
 
     // What a class had written before the crash, on every node.
     ask(
@@ -193,9 +235,9 @@ fn a_restarted_primary_waits_for_the_failover_and_rejoins_as_a_replica_losing_no
         "{promoted} is one of the replicas"
     );
     assert!(
-        log(dir.path(), "node-0.log").contains("waiting for a failover"),
+        log(dir.path(), "node-0/log").contains("waiting for a failover"),
         "the restarted primary waited instead of coming back as an empty primary:\n{}",
-        log(dir.path(), "node-0.log")
+        log(dir.path(), "node-0/log")
     );
 
     // The old primary rejoins as a replica of the new one; the note survived everywhere.

@@ -78,6 +78,8 @@ pub struct Decision {
     pub handover_replicas: Option<i32>,
     /// The name of the token Secret to create if it does not exist yet.
     pub generate_token: Option<String>,
+    /// The name of the Redis password Secret to create if it does not exist yet.
+    pub generate_redis_password: Option<String>,
     pub status: LiveClassStatus,
     pub events: Vec<Note>,
     /// When the plan next changes by itself.
@@ -282,6 +284,10 @@ pub fn decide(lc: &LiveClass, world: &World, now: DateTime<Utc>) -> Result<Decis
             .generated()
             .filter(|_| !plan.released)
             .map(str::to_owned),
+        generate_redis_password: desired
+            .redis
+            .is_some()
+            .then(|| resources::Names::of(&name).redis_auth),
         desired: Some(desired),
         orphans,
         deletion_costs,
@@ -373,6 +379,7 @@ fn refuse(
         deletion_costs: Vec::new(),
         handover_replicas: None,
         generate_token: None,
+        generate_redis_password: None,
         status,
         events: if already_reported {
             Vec::new()

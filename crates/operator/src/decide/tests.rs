@@ -579,3 +579,19 @@ fn a_failover_is_an_event_and_a_sentinel_that_does_not_answer_keeps_the_known_pr
     let d = settle(&mut lc, &replicated_world(3, 3, Some("node-2")), now);
     assert!(!reasons(&d).contains(&"RedisFailover"));
 }
+
+#[test]
+fn an_operated_redis_gets_a_generated_password_and_an_external_one_does_not() {
+    let mut lc = class(serde_json::json!({}));
+    let now = utc("2026-11-30T10:00:00Z");
+    let d = settle(&mut lc, &World::default(), now);
+    assert_eq!(
+        d.generate_redis_password.as_deref(),
+        Some("physics-101-redis-auth")
+    );
+    let mut lc = class(serde_json::json!({
+        "spec": { "redis": { "mode": "External", "external": { "secretRef": { "name": "r", "key": "url" } } } }
+    }));
+    let d = settle(&mut lc, &World::default(), now);
+    assert_eq!(d.generate_redis_password, None);
+}

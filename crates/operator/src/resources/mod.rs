@@ -26,8 +26,9 @@ use liveclass_api::{LiveClass, Plan, ValidSpec, types::SecretKeyRef};
 use crate::error::Error;
 
 pub use redis::{
-    MASTER_NAME, NODE_SCRIPT, REDIS_PORT, RedisObjects, ReplicatedObjects, SAFE_TO_EVICT,
-    SENTINEL_PORT, redis_url, sentinel_script, sentinel_urls,
+    MASTER_NAME, NODE_SCRIPT, PASSWORD_DIR, PASSWORD_KEY, REDIS_PORT, RedisObjects,
+    ReplicatedObjects, SAFE_TO_EVICT, SENTINEL_PORT, USER_NAME, redis_url, sentinel_script,
+    sentinel_urls,
 };
 pub use socket::{ADMIN_PORT, POD_DELETION_COST, WS_PORT};
 pub use token::{GENERATED_BYTES, GENERATED_KEY, GENERATED_PREVIOUS_KEY, TokenSource};
@@ -151,6 +152,8 @@ pub struct Names {
     pub redis_nodes: String,
     /// Replicated: the Sentinels' StatefulSet, headless Service and PDB.
     pub sentinel: String,
+    /// The Secret holding the password of the Redis the operator runs.
+    pub redis_auth: String,
     /// The token Secret the operator generates when the spec names none.
     pub token: String,
 }
@@ -163,6 +166,7 @@ impl Names {
             redis: format!("{class}-redis"),
             redis_nodes: format!("{class}-redis-nodes"),
             sentinel: format!("{class}-sentinel"),
+            redis_auth: format!("{class}-redis-auth"),
             token: format!("{class}-token"),
         }
     }
@@ -278,6 +282,19 @@ pub fn generated_token_secret(
     key: String,
 ) -> Result<k8s_openapi::api::core::v1::Secret, Error> {
     Ok(token::generated_secret(&Meta::new(lc)?, name, key))
+}
+
+/// The Secret `name` holding the password of the Redis the operator runs for `lc`.
+pub fn generated_redis_secret(
+    lc: &LiveClass,
+    name: &str,
+    password: String,
+) -> Result<k8s_openapi::api::core::v1::Secret, Error> {
+    Ok(token::generated_redis_secret(
+        &Meta::new(lc)?,
+        name,
+        password,
+    ))
 }
 
 /// The token Secret key the socket servers of `lc` verify with: the spec's, or the generated one.

@@ -23,9 +23,9 @@ use k8s_openapi::{
         apps::v1::{StatefulSet, StatefulSetSpec},
         core::v1::{
             Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-            ExecAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-            SecurityContext, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
-            VolumeMount,
+            ExecAction, KeyToPath, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
+            ResourceRequirements, SecretVolumeSource, SecurityContext, Service, ServicePort,
+            ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
         },
         policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
     },
@@ -53,6 +53,12 @@ const QUORUM: u32 = 2;
 /// How long the primary may not answer before the Sentinels call it down.
 const DOWN_AFTER_MS: u32 = 5_000;
 const FAILOVER_TIMEOUT_MS: u32 = 20_000;
+/// The Redis user the class's own clients log in as.
+pub const USER_NAME: &str = "liveclass";
+/// The key of the generated `<class>-redis-auth` Secret holding the password.
+pub const PASSWORD_KEY: &str = "password";
+/// Where the password file is mounted in the Redis, Sentinel and socket pods.
+pub const PASSWORD_DIR: &str = "/var/run/liveclass/redis-auth";
 /// Keeps the cluster autoscaler from evicting a pod to shrink the cluster.
 pub const SAFE_TO_EVICT: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
 
@@ -82,7 +88,7 @@ pub struct ReplicatedObjects {
 
 /// The URL the socket pods use: the Service's name, resolved in the pods' own namespace.
 pub(crate) fn in_cluster_url(meta: &Meta) -> String {
-    format!("redis://{}:{REDIS_PORT}", meta.names.redis)
+    format!("redis://{USER_NAME}@{}:{REDIS_PORT}", meta.names.redis)
 }
 
 /// The URL the operator itself uses to reach a class's operator-run Redis, by cluster DNS.
@@ -135,8 +141,20 @@ while [ "$primary" = "$SELF" ] && [ "$waited" -lt 30 ]; do
   sleep 2; waited=$((waited + 2)); primary=$(ask)
 done
 [ -n "$primary" ] || primary="$FIRST"
-set -- redis-server --port 6379 --save "" --appendonly no --maxmemory-policy noeviction \
-  --dir "${DATA_DIR:-/data}" --protected-mode no --replica-announce-ip "$SELF" --replica-announce-port 6379 "$@"
+data=${DATA_DIR:-/data}
+# Who may do what: the class's own clients (socket servers, replicas, Sentinels) log in as
+# `liveclass` with the class's password; anyone else who can reach the node may only PING and
+# ask INFO and ROLE (the probes) and read the two attendance figures the operator reads.
+pw=$(cat "$PASSWORD_FILE")
+umask 077
+cat > "$data/auth.conf" <<EOF
+user default on nopass resetchannels -@all +ping +info +role (+hlen ~lc:*:where) (+hgetall ~lc:*:pods)
+user $USER_NAME on >$pw ~* &* +@all
+masteruser $USER_NAME
+masterauth $pw
+EOF
+set -- redis-server "$data/auth.conf" --port 6379 --save "" --appendonly no --maxmemory-policy noeviction \
+  --dir "$data" --protected-mode no --replica-announce-ip "$SELF" --replica-announce-port 6379 "$@"
 if [ "$primary" != "$SELF" ]; then
   echo "replica of $primary"
   set -- "$@" --replicaof "$primary" 6379
@@ -173,6 +191,7 @@ while [ -z "$primary" ] && [ "$waited" -lt 120 ]; do
 done
 [ -n "$primary" ] || primary="$FIRST"
 echo "monitoring $primary"
+umask 077
 cat > "$dir/sentinel.conf" <<EOF
 port 26379
 ${BIND:+bind $BIND}
@@ -185,6 +204,8 @@ sentinel monitor $MASTER $primary 6379 $QUORUM
 sentinel down-after-milliseconds $MASTER $DOWN_AFTER_MS
 sentinel failover-timeout $MASTER $FAILOVER_TIMEOUT_MS
 sentinel parallel-syncs $MASTER 1
+sentinel auth-user $MASTER $USER_NAME
+sentinel auth-pass $MASTER $(cat "$PASSWORD_FILE")
 EOF
 exec redis-server "$dir/sentinel.conf" --sentinel
 "#;
@@ -421,33 +442,18 @@ pub(crate) fn objects(
 }
 
 fn standalone(meta: &Meta, lc: &LiveClass, spec: &ValidSpec, plan: &Plan) -> StatefulSet {
-    let mut args: Vec<String> = [
-        "redis-server",
-        "--port",
-        &REDIS_PORT.to_string(),
-        // The class's state is transient: no snapshots, no AOF, and a full Redis refuses writes
-        // rather than silently evicting who-is-where.
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--maxmemory-policy",
-        "noeviction",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    args.extend(server_args(spec, plan));
-    let container = Container {
-        name: "redis".to_owned(),
-        image: Some(lc.spec.redis.image.clone()),
-        args: Some(args),
-        ports: Some(vec![port("redis", REDIS_PORT)]),
-        readiness_probe: Some(exec_probe(NODE_READY, 2, 2)),
-        liveness_probe: Some(exec_probe(NODE_READY, 10, 3)),
-        resources: resources(plan),
-        security_context: Some(security_context()),
-        ..Container::default()
-    };
+    // The same script with no Sentinels to ask: the one node is the primary.
+    let me = format!(
+        "{}-0.{}.{}.svc",
+        meta.names.redis, meta.names.redis, meta.namespace
+    );
+    let env = vec![
+        env("SELF", me.clone()),
+        env("FIRST", me),
+        env("MASTER", MASTER_NAME),
+        env("SENTINELS", ""),
+        env("NODES", ""),
+    ];
     statefulset(
         meta,
         &meta.names.redis,
@@ -455,12 +461,101 @@ fn standalone(meta: &Meta, lc: &LiveClass, spec: &ValidSpec, plan: &Plan) -> Sta
         &meta.names.redis,
         u32::from(plan.redis.running),
         PodSpec {
-            containers: vec![container],
+            containers: vec![node_container(meta, lc, spec, plan, env)],
+            volumes: Some(vec![empty_dir("data"), password_volume(meta)]),
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
             ..PodSpec::default()
         },
     )
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
+
+/// The class's Redis password, as a file (never in the pod spec or on a command line).
+fn password_volume(meta: &Meta) -> Volume {
+    Volume {
+        name: "redis-auth".to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(meta.names.redis_auth.clone()),
+            items: Some(vec![KeyToPath {
+                key: PASSWORD_KEY.to_owned(),
+                path: "password".to_owned(),
+                mode: None,
+                user: None,
+            }]),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn mounts(scratch: (&str, &str)) -> Vec<VolumeMount> {
+    vec![
+        VolumeMount {
+            name: scratch.0.to_owned(),
+            mount_path: scratch.1.to_owned(),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "redis-auth".to_owned(),
+            mount_path: PASSWORD_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+    ]
+}
+
+fn auth_env() -> [EnvVar; 2] {
+    [
+        env("USER_NAME", USER_NAME),
+        env("PASSWORD_FILE", format!("{PASSWORD_DIR}/password")),
+    ]
+}
+
+/// A Redis node started by [`NODE_SCRIPT`] with `env` saying who it is and whom to ask.
+fn node_container(
+    _meta: &Meta,
+    lc: &LiveClass,
+    spec: &ValidSpec,
+    plan: &Plan,
+    mut env: Vec<EnvVar>,
+) -> Container {
+    let mut command = vec!["sh".to_owned(), "-c".to_owned(), NODE_SCRIPT.to_owned()];
+    command.push("redis-node".to_owned());
+    command.extend(server_args(spec, plan));
+    env.extend(auth_env());
+    Container {
+        name: "redis".to_owned(),
+        image: Some(lc.spec.redis.image.clone()),
+        command: Some(command),
+        ports: Some(vec![port("redis", REDIS_PORT)]),
+        env: Some(env),
+        readiness_probe: Some(exec_probe(NODE_READY, 2, 2)),
+        // A node waits up to 30 s for a failover before it starts listening; a replica's
+        // first full sync may take longer than that, and only readiness waits for it.
+        startup_probe: Some(exec_probe(
+            "timeout 2 redis-cli -p 6379 PING | grep -q PONG",
+            2,
+            30,
+        )),
+        liveness_probe: Some(exec_probe(
+            "timeout 2 redis-cli -p 6379 PING | grep -q PONG",
+            10,
+            3,
+        )),
+        resources: resources(plan),
+        // A replica receives its first copy as a file (the root file system is read-only).
+        volume_mounts: Some(mounts(("data", "/data"))),
+        security_context: Some(security_context()),
+        ..Container::default()
+    }
 }
 
 fn replicated(
@@ -498,44 +593,24 @@ fn replicated(
     };
     let sh = |script: &str| vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()];
 
-    let mut node_command = sh(NODE_SCRIPT);
-    node_command.push("redis-node".to_owned());
-    node_command.extend(server_args(spec, plan));
-    let node_container = Container {
-        name: "redis".to_owned(),
-        image: Some(lc.spec.redis.image.clone()),
-        command: Some(node_command),
-        ports: Some(vec![port("redis", REDIS_PORT)]),
-        env: Some(common_env(format!("{}.{ns}.svc", names.redis_nodes))),
-        readiness_probe: Some(exec_probe(NODE_READY, 2, 2)),
-        // A node waits up to 30 s for a failover before it starts listening; a replica's
-        // first full sync may take longer than that, and only readiness waits for it.
-        startup_probe: Some(exec_probe(
-            "timeout 2 redis-cli -p 6379 PING | grep -q PONG",
-            2,
-            30,
-        )),
-        liveness_probe: Some(exec_probe(
-            "timeout 2 redis-cli -p 6379 PING | grep -q PONG",
-            10,
-            3,
-        )),
-        resources: resources(plan),
-        // A replica receives its first copy as a file (the root file system is read-only).
-        volume_mounts: Some(vec![VolumeMount {
-            name: "data".to_owned(),
-            mount_path: "/data".to_owned(),
-            ..VolumeMount::default()
-        }]),
-        security_context: Some(security_context()),
-        ..Container::default()
-    };
+    let node_container = node_container(
+        meta,
+        lc,
+        spec,
+        plan,
+        common_env(format!("{}.{ns}.svc", names.redis_nodes)),
+    );
     let sentinel_container = Container {
         name: "sentinel".to_owned(),
         image: Some(lc.spec.redis.image.clone()),
         command: Some(sh(&sentinel_script())),
         ports: Some(vec![port("sentinel", SENTINEL_PORT)]),
-        env: Some(common_env(format!("{}.{ns}.svc", names.sentinel))),
+        env: Some(
+            common_env(format!("{}.{ns}.svc", names.sentinel))
+                .into_iter()
+                .chain(auth_env())
+                .collect(),
+        ),
         readiness_probe: Some(exec_probe(SENTINEL_READY, 2, 2)),
         startup_probe: Some(exec_probe(
             "timeout 2 redis-cli -p 26379 PING | grep -q PONG",
@@ -558,11 +633,7 @@ fn replicated(
             )])),
             ..ResourceRequirements::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "sentinel".to_owned(),
-            mount_path: "/sentinel".to_owned(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(mounts(("sentinel", "/sentinel"))),
         security_context: Some(security_context()),
         ..Container::default()
     };
@@ -574,12 +645,6 @@ fn replicated(
         enable_service_links: Some(false),
         ..PodSpec::default()
     };
-    // The Sentinel rewrites its configuration as it learns: it needs a writable file.
-    let empty_dir = |name: &str| Volume {
-        name: name.to_owned(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Volume::default()
-    };
     RedisObjects {
         statefulset: statefulset(
             meta,
@@ -587,7 +652,11 @@ fn replicated(
             COMPONENT,
             &names.redis_nodes,
             if running { replicas + 1 } else { 0 },
-            pod(node_container, COMPONENT, Some(vec![empty_dir("data")])),
+            pod(
+                node_container,
+                COMPONENT,
+                Some(vec![empty_dir("data"), password_volume(meta)]),
+            ),
         ),
         service: service(meta),
         pdb: pdb(meta, &names.redis, COMPONENT, 1),
@@ -602,7 +671,8 @@ fn replicated(
                 pod(
                     sentinel_container,
                     SENTINEL_COMPONENT,
-                    Some(vec![empty_dir("sentinel")]),
+                    // The Sentinel rewrites its configuration as it learns: a writable file.
+                    Some(vec![empty_dir("sentinel"), password_volume(meta)]),
                 ),
             ),
             sentinel_service: headless(

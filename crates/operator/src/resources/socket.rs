@@ -186,6 +186,21 @@ pub(crate) fn deployment(
         ));
         mounts.push(mount("token-previous", PREVIOUS_TOKEN_DIR));
     }
+    // The Redis the operator runs wants the class's password, read from its file on every
+    // (re)connection.
+    if lc.spec.redis.external.is_none() && plan.redis.shape != RedisShape::External {
+        env.push(self::env(
+            "LIVECLASS_REDIS_PASSWORD_FILE",
+            format!("{}/key", redis::PASSWORD_DIR),
+        ));
+        volumes.push(secret_volume(
+            "redis-auth",
+            &meta.names.redis_auth,
+            redis::PASSWORD_KEY,
+            false,
+        ));
+        mounts.push(mount("redis-auth", redis::PASSWORD_DIR));
+    }
     let container = Container {
         name: "socket".to_owned(),
         image: Some(socket.image.clone()),

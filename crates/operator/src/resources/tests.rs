@@ -114,13 +114,22 @@ fn live_class_gets_planned_replicas_probes_ports_and_owner() {
     );
     assert_eq!(
         env(&d, "LIVECLASS_REDIS_URL").value.as_deref(),
-        Some("redis://physics-101-redis:6379")
+        Some("redis://liveclass@physics-101-redis:6379")
     );
     assert_eq!(
         env(&d, "LIVECLASS_DRAIN_WINDOW").value.as_deref(),
         Some("30s")
     );
+    assert_eq!(
+        env(&d, "LIVECLASS_REDIS_PASSWORD_FILE").value.as_deref(),
+        Some("/var/run/liveclass/redis-auth/key")
+    );
     let volumes = pod.volumes.unwrap();
+    let auth = volumes.iter().find(|v| v.name == "redis-auth").unwrap();
+    assert_eq!(
+        auth.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("physics-101-redis-auth")
+    );
     assert_eq!(
         volumes[0].secret.as_ref().unwrap().secret_name.as_deref(),
         Some("tokens")
@@ -438,10 +447,15 @@ fn redis_is_sized_to_the_class_and_a_standalone_one_is_not_evicted_while_the_cla
     let before = desired(&lc, "2026-11-30T10:00:00Z");
     assert_eq!(max_unavailable(&before), Some(IntOrString::Int(1)));
 
-    let args = container(&live.redis.as_ref().unwrap().statefulset)
-        .args
-        .clone()
-        .unwrap();
+    // The same start-up script as a Replicated node, with no Sentinels to ask.
+    let node = container(&live.redis.as_ref().unwrap().statefulset);
+    assert_eq!(node.command.as_ref().unwrap()[2], NODE_SCRIPT);
+    assert_eq!(env_value(node, "SENTINELS").as_deref(), Some(""));
+    assert_eq!(
+        env_value(node, "PASSWORD_FILE").as_deref(),
+        Some("/var/run/liveclass/redis-auth/password")
+    );
+    let args = node.command.clone().unwrap();
     let after = |flag: &str| {
         args.iter()
             .position(|a| a == flag)

@@ -77,3 +77,16 @@ pub(crate) fn generated_secret(meta: &Meta, name: &str, key: String) -> Secret {
         ..Secret::default()
     }
 }
+
+/// The generated Redis password Secret for a class (`<class>-redis-auth`, key `password`).
+pub(crate) fn generated_redis_secret(meta: &Meta, name: &str, password: String) -> Secret {
+    Secret {
+        metadata: meta.metadata(name, "redis"),
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([(
+            super::redis::PASSWORD_KEY.to_owned(),
+            ByteString(password.into_bytes()),
+        )])),
+        ..Secret::default()
+    }
+}
