@@ -22,6 +22,7 @@ use k8s_openapi::{
         apps::v1::{Deployment, StatefulSet},
         autoscaling::v2::HorizontalPodAutoscaler,
         core::v1::{Pod, Secret, Service},
+        networking::v1::NetworkPolicy,
         policy::v1::PodDisruptionBudget,
     },
 };
@@ -155,6 +156,8 @@ impl Applier {
             self.apply_one(&namespace, &r.statefulset, Kind::StatefulSet, world)
                 .await?;
             self.apply_one(&namespace, &r.pdb, Kind::PodDisruptionBudget, world)
+                .await?;
+            self.apply_one(&namespace, &r.network_policy, Kind::NetworkPolicy, world)
                 .await?;
             if let Some(x) = &r.replicated {
                 self.apply_one(&namespace, &x.sentinels, Kind::StatefulSet, world)
@@ -381,6 +384,9 @@ impl Applier {
             }
             Kind::HorizontalPodAutoscaler => {
                 delete::<HorizontalPodAutoscaler>(&self.client, namespace, name, &params).await
+            }
+            Kind::NetworkPolicy => {
+                delete::<NetworkPolicy>(&self.client, namespace, name, &params).await
             }
         };
         match result {

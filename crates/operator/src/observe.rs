@@ -9,6 +9,7 @@ use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
     autoscaling::v2::HorizontalPodAutoscaler,
     core::v1::{Pod, Service},
+    networking::v1::NetworkPolicy,
     policy::v1::PodDisruptionBudget,
 };
 use kube::{
@@ -31,6 +32,7 @@ pub struct Stores {
     pub pdbs: Store<PodDisruptionBudget>,
     pub statefulsets: Store<StatefulSet>,
     pub hpas: Store<HorizontalPodAutoscaler>,
+    pub network_policies: Store<NetworkPolicy>,
     pub pods: Store<Pod>,
     /// Set once every cache has listed: the one waiter on the caches' readiness.
     pub listed: Arc<tokio::sync::OnceCell<()>>,
@@ -63,9 +65,10 @@ impl Stores {
                         self.services.wait_until_ready(),
                         self.pdbs.wait_until_ready(),
                     ),
-                    futures_util::future::join3(
+                    futures_util::future::join4(
                         self.statefulsets.wait_until_ready(),
                         self.hpas.wait_until_ready(),
+                        self.network_policies.wait_until_ready(),
                         self.pods.wait_until_ready(),
                     ),
                 )
@@ -266,6 +269,9 @@ pub fn world(stores: &Stores, lc: &LiveClass, attendance: AttendanceView) -> Wor
                     }
                     s.metadata.clone()
                 }),
+            Kind::NetworkPolicy => get(&stores.network_policies, &owned.name, &namespace)
+                .filter(|n| ours(n.as_ref(), &uid))
+                .map(|n| n.metadata.clone()),
             Kind::HorizontalPodAutoscaler => get(&stores.hpas, &owned.name, &namespace)
                 .filter(|h| ours(h.as_ref(), &uid))
                 .map(|h| {
@@ -330,6 +336,7 @@ mod tests {
         let (pdbs, mut b) = reflector::store::<PodDisruptionBudget>();
         let (statefulsets, mut t) = reflector::store::<StatefulSet>();
         let (hpas, mut h) = reflector::store::<HorizontalPodAutoscaler>();
+        let (network_policies, mut n) = reflector::store::<NetworkPolicy>();
         let (pods, mut p) = reflector::store::<Pod>();
         let stores = Stores {
             deployments,
@@ -337,6 +344,7 @@ mod tests {
             pdbs,
             statefulsets,
             hpas,
+            network_policies,
             pods,
             listed: Arc::default(),
         };
@@ -353,6 +361,7 @@ mod tests {
         b.apply_watcher_event(&watcher::Event::InitDone);
         t.apply_watcher_event(&watcher::Event::InitDone);
         h.apply_watcher_event(&watcher::Event::InitDone);
+        n.apply_watcher_event(&watcher::Event::InitDone);
         p.apply_watcher_event(&watcher::Event::InitDone);
         let mut done = 0;
         for task in waiting {

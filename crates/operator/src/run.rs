@@ -18,6 +18,7 @@ use k8s_openapi::{
         apps::v1::{Deployment, StatefulSet},
         autoscaling::v2::HorizontalPodAutoscaler,
         core::v1::{Pod, PodStatus, Service},
+        networking::v1::NetworkPolicy,
         policy::v1::PodDisruptionBudget,
     },
     apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry},
@@ -303,6 +304,7 @@ async fn control(shared: Arc<Shared>) {
         s.spec.template.spec = None;
     });
     let (hpas, hpa_events) = owned::<HorizontalPodAutoscaler>(client, ns, slim);
+    let (network_policies, network_policy_events) = owned::<NetworkPolicy>(client, ns, slim);
     // Socket pods: for their deletion costs and their start-up times; not a trigger (the
     // Deployment's status is). Their raw events go to the start-up estimator below.
     let (pods, pod_writer) = reflector::store();
@@ -331,6 +333,7 @@ async fn control(shared: Arc<Shared>) {
         pdbs,
         statefulsets,
         hpas,
+        network_policies,
         pods,
         listed: Arc::default(),
     };
@@ -381,6 +384,7 @@ async fn control(shared: Arc<Shared>) {
         .owns_stream(pdb_events)
         .owns_stream(statefulset_events)
         .owns_stream(hpa_events)
+        .owns_stream(network_policy_events)
         .reconcile_on(replans)
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .run(reconcile, error_policy, ctx.clone())

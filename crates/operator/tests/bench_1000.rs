@@ -324,7 +324,8 @@ async fn write_as_the_operator(client: &Client, recorder: &Recorder, lc: &LiveCl
         apply(client, &namespace, &redis.service).await;
         apply(client, &namespace, &redis.statefulset).await;
         apply(client, &namespace, &redis.pdb).await;
-        writes += 3;
+        apply(client, &namespace, &redis.network_policy).await;
+        writes += 4;
     }
     if let Some(d) = &desired.deployment {
         apply(client, &namespace, d).await;

@@ -332,6 +332,12 @@ async fn helm_install_least_privilege_operator_and_clean_uninstall() {
                 "horizontalpodautoscalers.autoscaling",
                 Some(class_ns),
             ),
+            ("patch", "networkpolicies.networking.k8s.io", Some(class_ns)),
+            (
+                "delete",
+                "networkpolicies.networking.k8s.io",
+                Some(class_ns),
+            ),
             ("create", "events.events.k8s.io", Some(class_ns)),
             ("patch", "events.events.k8s.io", Some(class_ns)),
             ("create", "leases.coordination.k8s.io", Some(ns)),

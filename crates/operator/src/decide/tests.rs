@@ -108,7 +108,7 @@ fn a_new_class_gets_its_objects_a_status_and_one_event_and_then_nothing_changes(
     let now = utc("2026-11-30T10:00:00Z");
     let d = settle(&mut lc, &World::default(), now);
     let desired = d.desired.clone().unwrap();
-    assert_eq!(desired.owned().len(), 7);
+    assert_eq!(desired.owned().len(), 8);
     assert_eq!(d.generate_token.as_deref(), Some("physics-101-token"));
     assert_eq!(
         d.status.token_secret_ref.as_ref().map(|r| r.key.as_str()),

@@ -59,6 +59,7 @@ pub enum Kind {
     PodDisruptionBudget,
     StatefulSet,
     HorizontalPodAutoscaler,
+    NetworkPolicy,
 }
 
 impl Kind {
@@ -69,6 +70,7 @@ impl Kind {
             Kind::PodDisruptionBudget => "PodDisruptionBudget",
             Kind::StatefulSet => "StatefulSet",
             Kind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
+            Kind::NetworkPolicy => "NetworkPolicy",
         }
     }
 }
@@ -115,6 +117,10 @@ impl Desired {
             out.push(Owned::new(
                 Kind::PodDisruptionBudget,
                 &name(&r.pdb.metadata),
+            ));
+            out.push(Owned::new(
+                Kind::NetworkPolicy,
+                &name(&r.network_policy.metadata),
             ));
             if let Some(x) = &r.replicated {
                 out.push(Owned::new(Kind::Service, &name(&x.nodes.metadata)));
@@ -173,7 +179,7 @@ impl Names {
 
     /// Every object a class of this name can own, whatever its spec: what the apply step looks
     /// for when it deletes the ones the plan no longer asks for.
-    pub fn all_owned(&self) -> [Owned; 12] {
+    pub fn all_owned(&self) -> [Owned; 13] {
         [
             Owned::new(Kind::Deployment, &self.socket),
             Owned::new(Kind::Service, &self.socket),
@@ -183,6 +189,7 @@ impl Names {
             Owned::new(Kind::StatefulSet, &self.redis),
             Owned::new(Kind::Service, &self.redis),
             Owned::new(Kind::PodDisruptionBudget, &self.redis),
+            Owned::new(Kind::NetworkPolicy, &self.redis),
             Owned::new(Kind::Service, &self.redis_nodes),
             Owned::new(Kind::StatefulSet, &self.sentinel),
             Owned::new(Kind::Service, &self.sentinel),

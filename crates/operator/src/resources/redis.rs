@@ -27,11 +27,15 @@ use k8s_openapi::{
             ResourceRequirements, SecretVolumeSource, SecurityContext, Service, ServicePort,
             ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
         },
+        networking::v1::{
+            NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+            NetworkPolicySpec,
+        },
         policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
     },
     apimachinery::pkg::{
         api::resource::Quantity,
-        apis::meta::v1::{LabelSelector, ObjectMeta},
+        apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta},
         util::intstr::IntOrString,
     },
 };
@@ -71,6 +75,8 @@ pub struct RedisObjects {
     /// attendance reads (which a replica answers as well) go through it.
     pub service: Service,
     pub pdb: PodDisruptionBudget,
+    /// Who may reach the nodes and the Sentinels at all.
+    pub network_policy: NetworkPolicy,
     /// Replicated only: the nodes' own DNS names, and the Sentinels.
     pub replicated: Option<ReplicatedObjects>,
 }
@@ -432,6 +438,7 @@ pub(crate) fn objects(
                 COMPONENT,
                 i32::from(!class_is_on(plan)),
             ),
+            network_policy: network_policy(meta),
             replicated: None,
         }),
         RedisShape::Replicated {
@@ -660,6 +667,7 @@ fn replicated(
         ),
         service: service(meta),
         pdb: pdb(meta, &names.redis, COMPONENT, 1),
+        network_policy: network_policy(meta),
         replicated: Some(ReplicatedObjects {
             nodes: headless(meta, &names.redis_nodes, COMPONENT, "redis", REDIS_PORT),
             sentinels: statefulset(
@@ -683,6 +691,84 @@ fn replicated(
                 SENTINEL_PORT,
             ),
             sentinel_pdb: pdb(meta, &names.sentinel, SENTINEL_COMPONENT, 1),
+        }),
+    }
+}
+
+/// The class's Redis nodes and Sentinels accept connections only from the class's own socket
+/// pods, nodes and Sentinels, and from the operator (attendance and the primary's name), in
+/// whatever namespace the chart put it. Kubelet probes are `exec`, so they need no rule. Where
+/// the cluster's network plugin enforces NetworkPolicy, the password is then the second wall.
+fn network_policy(meta: &Meta) -> NetworkPolicy {
+    let ours = LabelSelector {
+        match_labels: Some(BTreeMap::from([(
+            "app.kubernetes.io/instance".to_owned(),
+            meta.class.clone(),
+        )])),
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "app.kubernetes.io/name".to_owned(),
+            operator: "In".to_owned(),
+            values: Some(vec![
+                "liveclass-redis".to_owned(),
+                "liveclass-sentinel".to_owned(),
+            ]),
+        }]),
+    };
+    let class_pods = LabelSelector {
+        match_labels: Some(BTreeMap::from([(
+            "app.kubernetes.io/instance".to_owned(),
+            meta.class.clone(),
+        )])),
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "app.kubernetes.io/name".to_owned(),
+            operator: "In".to_owned(),
+            values: Some(vec![
+                "liveclass-socket".to_owned(),
+                "liveclass-redis".to_owned(),
+                "liveclass-sentinel".to_owned(),
+            ]),
+        }]),
+    };
+    let operator = LabelSelector {
+        match_labels: Some(BTreeMap::from([
+            (
+                "app.kubernetes.io/part-of".to_owned(),
+                "liveclass".to_owned(),
+            ),
+            (
+                "app.kubernetes.io/component".to_owned(),
+                "operator".to_owned(),
+            ),
+        ])),
+        match_expressions: None,
+    };
+    let ports = [REDIS_PORT, SENTINEL_PORT]
+        .map(|p| NetworkPolicyPort {
+            port: Some(IntOrString::Int(i32::from(p))),
+            protocol: Some("TCP".to_owned()),
+            end_port: None,
+        })
+        .to_vec();
+    NetworkPolicy {
+        metadata: meta.metadata(&meta.names.redis, COMPONENT),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(ours),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![
+                    NetworkPolicyPeer {
+                        pod_selector: Some(class_pods),
+                        ..NetworkPolicyPeer::default()
+                    },
+                    NetworkPolicyPeer {
+                        namespace_selector: Some(LabelSelector::default()),
+                        pod_selector: Some(operator),
+                        ..NetworkPolicyPeer::default()
+                    },
+                ]),
+                ports: Some(ports),
+            }]),
+            egress: None,
         }),
     }
 }

@@ -145,7 +145,7 @@ fn live_class_gets_planned_replicas_probes_ports_and_owner() {
     let headless = d.headless_service.clone().unwrap().spec.unwrap();
     assert_eq!(headless.cluster_ip.as_deref(), Some("None"));
     assert!(d.hpa.is_none());
-    assert_eq!(d.owned().len(), 7);
+    assert_eq!(d.owned().len(), 8);
 }
 
 /// Whether `ip` is inside `net` (`addr/len`), for IPv4 and IPv6 alike.
@@ -417,8 +417,53 @@ fn replicated_redis_is_a_primary_two_replicas_and_three_sentinels_the_socket_pod
         env(&d, "LIVECLASS_REDIS_MASTER_NAME").value.as_deref(),
         Some(MASTER_NAME)
     );
-    // The socket objects (4), the Redis (3) and the Replicated parts (4).
-    assert_eq!(d.owned().len(), 11);
+    // Only the class's own pods and the operator may connect, on the two Redis ports.
+    let policy = redis.network_policy.spec.clone().unwrap();
+    let pods = policy.pod_selector.unwrap();
+    assert_eq!(
+        pods.match_labels.unwrap()["app.kubernetes.io/instance"],
+        "physics-101"
+    );
+    assert_eq!(
+        pods.match_expressions.unwrap()[0].values.clone().unwrap(),
+        ["liveclass-redis", "liveclass-sentinel"]
+    );
+    let rule = &policy.ingress.unwrap()[0];
+    let from = rule.from.clone().unwrap();
+    assert_eq!(from.len(), 2);
+    assert!(
+        from[0].namespace_selector.is_none(),
+        "the class's pods: its namespace only"
+    );
+    assert_eq!(
+        from[0]
+            .pod_selector
+            .clone()
+            .unwrap()
+            .match_expressions
+            .unwrap()[0]
+            .values
+            .clone()
+            .unwrap(),
+        ["liveclass-socket", "liveclass-redis", "liveclass-sentinel"]
+    );
+    assert_eq!(
+        from[1].pod_selector.clone().unwrap().match_labels.unwrap()["app.kubernetes.io/component"],
+        "operator"
+    );
+    let ports: Vec<_> = rule
+        .ports
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|p| p.port.unwrap())
+        .collect();
+    assert_eq!(
+        ports,
+        [6379, 26379].map(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int)
+    );
+    // The socket objects (4), the Redis (4) and the Replicated parts (4).
+    assert_eq!(d.owned().len(), 12);
     let all = Names::of("physics-101").all_owned();
     assert!(
         d.owned().iter().all(|o| all.contains(o)),
