@@ -403,6 +403,32 @@ pub enum RedisMode {
 pub struct ExternalRedis {
     /// Secret key holding the Redis URL, e.g. `redis://:password@redis.example:6379/0`.
     pub secret_ref: SecretKeyRef,
+
+    /// Secret key holding the Redis password, mounted as a file into the socket pods. It
+    /// overrides a password in the URL and is re-read on every reconnection, so rotating it
+    /// restarts no pod. The URL's user name, if any, is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+
+    /// Sentinels that know the current primary, as `host:port`. With them the URL's host and
+    /// port are not used: every connection of the socket servers (and the operator's
+    /// attendance reads) asks a Sentinel for the primary of `masterName`, so a failover is
+    /// followed without a restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 9),
+        inner(regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?:[0-9]{1,5}$"))
+    )]
+    pub sentinels: Vec<String>,
+
+    /// The name the Sentinels monitor the primary under.
+    #[serde(default = "default_master_name")]
+    #[schemars(length(min = 1, max = 128))]
+    pub master_name: String,
+}
+
+fn default_master_name() -> String {
+    "liveclass".to_owned()
 }
 
 /// A HorizontalPodAutoscaler for the socket servers, whose `minReplicas` follows the plan.

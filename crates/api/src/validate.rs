@@ -125,6 +125,8 @@ pub enum ValidationError {
     MissingExternalRedis,
     #[error("spec.redis.external only applies when spec.redis.mode is External")]
     ExternalRedisNotUsed,
+    #[error("spec.redis.external.sentinels: {0:?} is not host:port with a port from 1 to 65535")]
+    BadSentinel(String),
     #[error(
         "spec.socket.idleReplicas ({idle}) must not be greater than spec.socket.maxReplicas ({max})"
     )]
@@ -161,9 +163,9 @@ impl ValidationError {
             ValidationError::OutOfRange { .. } | ValidationError::Empty { .. } => "OutOfRange",
             ValidationError::MinAboveMax { .. } => "MinReplicasAboveMax",
             ValidationError::StepShorterThanDrain { .. } => "ScaleDownFasterThanDrain",
-            ValidationError::MissingExternalRedis | ValidationError::ExternalRedisNotUsed => {
-                "InvalidRedis"
-            }
+            ValidationError::MissingExternalRedis
+            | ValidationError::ExternalRedisNotUsed
+            | ValidationError::BadSentinel(_) => "InvalidRedis",
             ValidationError::IdleAboveMax { .. } => "IdleReplicasAboveMax",
             ValidationError::AutoscalingWithoutCpuRequest => "AutoscalingWithoutCpuRequest",
             ValidationError::BadName(_) => "InvalidName",
@@ -361,6 +363,22 @@ pub fn validate(spec: &LiveClassSpec) -> Result<ValidSpec, Vec<ValidationError>>
                 "spec.redis.external.secretRef",
                 &external.secret_ref,
             );
+            if let Some(password) = &external.password_secret_ref {
+                check_secret_ref(
+                    &mut errors,
+                    "spec.redis.external.passwordSecretRef",
+                    password,
+                );
+            }
+            for sentinel in &external.sentinels {
+                let port = sentinel
+                    .rsplit_once(':')
+                    .filter(|(host, _)| !host.is_empty())
+                    .and_then(|(_, port)| port.parse::<u16>().ok());
+                if !matches!(port, Some(1..)) {
+                    errors.push(ValidationError::BadSentinel(sentinel.clone()));
+                }
+            }
         }
         (_, Some(_)) => errors.push(ValidationError::ExternalRedisNotUsed),
         (_, None) => {}
@@ -661,9 +679,51 @@ socket:
                     name: "redis".into(),
                     key: "url".into(),
                 },
+                password_secret_ref: None,
+                sentinels: Vec::new(),
+                master_name: "liveclass".into(),
             })
         });
         assert_eq!(e, [ValidationError::ExternalRedisNotUsed]);
+    }
+
+    #[test]
+    fn external_sentinels_are_host_and_port_and_a_password_ref_is_whole() {
+        let e = errors(|s| {
+            s.redis.mode = RedisMode::External;
+            s.redis.external = Some(crate::types::ExternalRedis {
+                secret_ref: SecretKeyRef {
+                    name: "redis".into(),
+                    key: "url".into(),
+                },
+                password_secret_ref: Some(SecretKeyRef {
+                    name: "redis".into(),
+                    key: " ".into(),
+                }),
+                sentinels: vec![
+                    "sentinel-0.redis:26379".into(),
+                    "sentinel-1.redis:0".into(),
+                    "sentinel-2.redis:99999".into(),
+                    ":26379".into(),
+                ],
+                master_name: "school".into(),
+            })
+        });
+        assert_eq!(
+            e,
+            [
+                ValidationError::Empty {
+                    field: "spec.redis.external.passwordSecretRef"
+                },
+                ValidationError::BadSentinel("sentinel-1.redis:0".into()),
+                ValidationError::BadSentinel("sentinel-2.redis:99999".into()),
+                ValidationError::BadSentinel(":26379".into()),
+            ]
+        );
+        assert_eq!(
+            e[1].to_string(),
+            "spec.redis.external.sentinels: \"sentinel-1.redis:0\" is not host:port with a port from 1 to 65535"
+        );
     }
 
     #[test]

@@ -91,10 +91,14 @@ impl AttendanceError {
 pub enum RedisSource {
     /// A Redis the operator runs, at this URL.
     Operated(String),
-    /// An External Redis whose URL is in this Secret of the class's namespace.
+    /// An External Redis whose URL is in this Secret of the class's namespace, with the
+    /// password of another and the Sentinels that name its primary, when the spec gives them.
     External {
         namespace: String,
         secret: SecretKeyRef,
+        password: Option<SecretKeyRef>,
+        sentinels: Vec<String>,
+        master: String,
     },
 }
 
@@ -291,32 +295,72 @@ impl Attendance {
         }
         match source {
             RedisSource::Operated(url) => Ok(url.clone()),
-            RedisSource::External { namespace, secret } => {
+            RedisSource::External {
+                namespace,
+                secret,
+                password,
+                sentinels,
+                master,
+            } => {
                 if !self.settings.read_secrets {
                     return Err(AttendanceError::SecretsNotPermitted);
                 }
-                let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-                self.metrics.requested(crate::metrics::Verb::Get);
-                let found =
-                    secrets
-                        .get(&secret.name)
-                        .await
-                        .map_err(|e| AttendanceError::Secret {
-                            name: secret.name.clone(),
-                            message: e.to_string(),
-                        })?;
-                let missing = || AttendanceError::MissingKey {
-                    name: secret.name.clone(),
-                    key: secret.key.clone(),
+                let base = self.secret_text(namespace, secret).await?;
+                let password = match password {
+                    Some(p) => Some(self.secret_text(namespace, p).await?),
+                    None => None,
                 };
-                let bytes = found
-                    .data
-                    .and_then(|mut d| d.remove(&secret.key))
-                    .ok_or_else(missing)?;
-                String::from_utf8(bytes.0)
-                    .map(|s| s.trim().to_owned())
-                    .map_err(|_| missing())
+                let primary = if sentinels.is_empty() {
+                    None
+                } else {
+                    let urls: Vec<String> =
+                        sentinels.iter().map(|s| format!("redis://{s}")).collect();
+                    Some(
+                        crate::sentinel::primary_addr(&urls, master)
+                            .await
+                            .ok_or_else(|| {
+                                AttendanceError::Connect(format!(
+                                    "no Sentinel of {} named a primary for {master}",
+                                    sentinels.join(", ")
+                                ))
+                            })?,
+                    )
+                };
+                crate::sentinel::external_url(
+                    &base,
+                    password.as_deref(),
+                    primary.as_ref().map(|(h, p)| (h.as_str(), *p)),
+                )
+                .map_err(AttendanceError::Connect)
             }
         }
+    }
+
+    /// The text of one key of a Secret in `namespace`, trimmed.
+    async fn secret_text(
+        &self,
+        namespace: &str,
+        secret: &SecretKeyRef,
+    ) -> Result<String, AttendanceError> {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        self.metrics.requested(crate::metrics::Verb::Get);
+        let found = secrets
+            .get(&secret.name)
+            .await
+            .map_err(|e| AttendanceError::Secret {
+                name: secret.name.clone(),
+                message: e.to_string(),
+            })?;
+        let missing = || AttendanceError::MissingKey {
+            name: secret.name.clone(),
+            key: secret.key.clone(),
+        };
+        let bytes = found
+            .data
+            .and_then(|mut d| d.remove(&secret.key))
+            .ok_or_else(missing)?;
+        String::from_utf8(bytes.0)
+            .map(|s| s.trim().to_owned())
+            .map_err(|_| missing())
     }
 }

@@ -276,6 +276,9 @@ pub fn decide(lc: &LiveClass, world: &World, now: DateTime<Utc>) -> Result<Decis
         (RedisMode::External, Some(external)) => RedisSource::External {
             namespace: namespace.clone(),
             secret: external.secret_ref.clone(),
+            password: external.password_secret_ref.clone(),
+            sentinels: external.sentinels.clone(),
+            master: external.master_name.clone(),
         },
         _ => RedisSource::Operated(redis_url(&name, &namespace)),
     });

@@ -186,6 +186,32 @@ pub(crate) fn deployment(
         ));
         mounts.push(mount("token-previous", PREVIOUS_TOKEN_DIR));
     }
+    // An External Redis: its password Secret and its Sentinels, when the spec names them.
+    if let Some(external) = &lc.spec.redis.external {
+        if let Some(password) = &external.password_secret_ref {
+            env.push(self::env(
+                "LIVECLASS_REDIS_PASSWORD_FILE",
+                format!("{}/key", redis::PASSWORD_DIR),
+            ));
+            volumes.push(secret_volume(
+                "redis-auth",
+                &password.name,
+                &password.key,
+                false,
+            ));
+            mounts.push(mount("redis-auth", redis::PASSWORD_DIR));
+        }
+        if !external.sentinels.is_empty() {
+            env.push(self::env(
+                "LIVECLASS_REDIS_SENTINELS",
+                external.sentinels.join(","),
+            ));
+            env.push(self::env(
+                "LIVECLASS_REDIS_MASTER_NAME",
+                external.master_name.clone(),
+            ));
+        }
+    }
     // The Redis the operator runs wants the class's password, read from its file on every
     // (re)connection.
     if lc.spec.redis.external.is_none() && plan.redis.shape != RedisShape::External {

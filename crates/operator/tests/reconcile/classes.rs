@@ -195,6 +195,101 @@ async fn same_named_classes_in_two_namespaces_on_one_redis_stay_apart() {
     }
 }
 
+/// An External Redis behind Sentinel, with its password in a Secret of its own: the socket pods
+/// get the password as a file and the Sentinels, and the operator reads attendance from the
+/// primary the Sentinel names (the URL's own host does not exist), logging in with that password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_redis_behind_sentinel_with_a_password_secret_is_read_and_handed_to_the_pods() {
+    use liveclass_testkit::RedisSentinel;
+    let cluster = cluster().await;
+    let ns = cluster.namespace("lc-external-sentinel").await.unwrap();
+    let redis = RedisServer::start().unwrap();
+    let sentinel = RedisSentinel::start(
+        "school",
+        &redis,
+        1,
+        Duration::from_secs(5),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    connect_students(&redis, &class_id(&ns, "physics-101"), 120);
+    redis
+        .command(&["CONFIG", "SET", "requirepass", "pw-0123456789"])
+        .unwrap();
+    secret(
+        &ns,
+        "redis",
+        json!({ "url": "redis://nowhere.invalid:1/0", "password": "pw-0123456789" }),
+    )
+    .await;
+    let operator = start_operator(&ns, |c| {
+        c.read_external_redis_secrets = true;
+        c.attendance_interval = Duration::from_secs(1);
+    })
+    .await;
+    create(
+        &ns,
+        &live_class(
+            "physics-101",
+            Utc::now() - TimeDelta::seconds(30),
+            json!({ "redis": {
+                "mode": "External",
+                "external": {
+                    "secretRef": { "name": "redis", "key": "url" },
+                    "passwordSecretRef": { "name": "redis", "key": "password" },
+                    "sentinels": [sentinel.host_port()],
+                    "masterName": "school",
+                },
+            } }),
+        ),
+    )
+    .await;
+    status_where(
+        &ns,
+        "physics-101",
+        "120 connected, read through the Sentinel with the password",
+        Duration::from_secs(20),
+        |lc| lc.status.as_ref().and_then(|s| s.connected_students) == Some(120),
+    )
+    .await;
+    let d = deployment_where(
+        &ns,
+        "physics-101-socket",
+        "the socket Deployment",
+        Duration::from_secs(10),
+        |_| true,
+    )
+    .await;
+    let pod = d.spec.template.spec.unwrap();
+    let env = |name: &str| {
+        pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(env("LIVECLASS_REDIS_SENTINELS"), Some(sentinel.host_port()));
+    assert_eq!(
+        env("LIVECLASS_REDIS_MASTER_NAME").as_deref(),
+        Some("school")
+    );
+    assert_eq!(
+        env("LIVECLASS_REDIS_PASSWORD_FILE").as_deref(),
+        Some("/var/run/liveclass/redis-auth/key")
+    );
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "redis-auth")
+        .and_then(|v| v.secret.clone())
+        .unwrap();
+    assert_eq!(volume.secret_name.as_deref(), Some("redis"));
+    assert_eq!(volume.items.unwrap()[0].key, "password");
+    operator.stop().await.unwrap();
+}
+
 /// Connections the Redis has open, but the one asking.
 fn redis_clients(redis: &RedisServer) -> usize {
     redis
