@@ -261,9 +261,13 @@ async fn a_killed_primary_is_followed_and_every_student_has_what_the_new_primary
         sent.len() - first_after,
         resumed
     );
+    // Resumed: more comments held than were sent before the kill, by at least half of those
+    // sent after it (the failover takes a few of the twelve seconds; a fixed count of 200 was
+    // 1 too many on a loaded CI machine, where the outage ran longer).
+    let after_kill = sent.len() - first_after;
     assert!(
-        held.len() > 200,
-        "comments did not resume: {} held",
+        held.len() >= first_after + after_kill / 2,
+        "comments did not resume: {} held, {first_after} sent before the kill, {after_kill} after",
         held.len()
     );
     assert!(resumed < Duration::from_secs(15), "{resumed:?}");

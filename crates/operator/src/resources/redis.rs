@@ -1,6 +1,7 @@
 //! The Redis a class runs on when the operator runs it, in the plan's shape:
 //!
-//! - `Standalone`: a one-pod StatefulSet and its Service.
+//! - `Standalone`: a one-pod StatefulSet and its Service, started by the same script as a
+//!   Replicated node with no Sentinels to ask.
 //! - `Replicated`: the layout of Bitnami's replication + Sentinel chart, with the Sentinels in
 //!   their own StatefulSet as in spotahome's RedisFailover. A StatefulSet of `1 + replicas`
 //!   Redis nodes, a headless Service giving each a DNS name, and three Sentinels. A node that
@@ -15,6 +16,11 @@
 //! the plan, `maxclients` and the pub/sub output-buffer limit from the class's socket pods; a
 //! PodDisruptionBudget and `safe-to-evict: "false"` keep voluntary evictions away from a live
 //! class. Everything is scaled to zero while no socket server runs.
+//!
+//! Closed to others twice: a NetworkPolicy admits only the class's own pods and the operator,
+//! and an ACL (Redis 7.0 or later: it uses selectors) gives the class's user, with the
+//! generated password, everything, and anyone else only the probes' `PING`/`INFO`/`ROLE` and
+//! the two attendance reads the operator makes, so the operator needs no Secret.
 
 use std::collections::BTreeMap;
 
