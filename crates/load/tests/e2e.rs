@@ -82,7 +82,8 @@ async fn a_class_through_caddy_gets_every_comment_once_and_survives_a_killed_ser
         },
     )
     .await
-    .unwrap();
+    // What the members were doing, so a failure here says why (it failed once in CI).
+    .unwrap_or_else(|e| panic!("{e}: {:?}", stats.snapshot()));
     let per_server: Vec<i64> = caddy
         .upstreams()
         .unwrap()

@@ -14,9 +14,13 @@ use crate::{
 const MIB: u64 = 1024 * 1024;
 /// Redis itself, its Lua scripts and connection bookkeeping.
 pub const BASE_BYTES: u64 = 32 * MIB;
-/// One student: their entry in the class's user -> pod hash and per-user keys.
-pub const PER_STUDENT_BYTES: u64 = 512;
-/// One message kept in the class's capped stream, with the stream's own overhead.
+/// One student at arrival, when Redis holds the most for them: their entry in the class's
+/// user -> pod hash, presence, per-user keys and their handshake counter (which expires after
+/// the handshake window). Measured: 784 B with 12-character user ids, 472 B once the counters
+/// expired (`crates/socket/tests/redis_memory.rs`, which fails if this undercounts).
+pub const PER_STUDENT_BYTES: u64 = 1024;
+/// One message kept in the class's capped stream, with the stream's own overhead. Measured:
+/// ~720 B for a 200-character comment (the same test).
 pub const PER_HISTORY_ENTRY_BYTES: u64 = 1024;
 /// One socket server pod: the output buffer of its pub/sub subscription in a burst.
 pub const PER_SOCKET_POD_BYTES: u64 = 4 * MIB;
@@ -139,7 +143,7 @@ mod tests {
         let plan = plan(&redis(RedisMode::Standalone), &socket(), 8_000, 5);
         assert_eq!(plan.shape, RedisShape::Standalone);
         let memory = plan.memory.unwrap();
-        // 32 MiB + 10,000 x 512 B + 1,000 x 1 KiB + 5 x 4 MiB = ~58 MiB -> 64 MiB.
+        // 32 MiB + 10,000 x 1 KiB + 1,000 x 1 KiB + 5 x 4 MiB = ~62.7 MiB -> 64 MiB.
         assert_eq!(memory.max_memory_arg(), "64mb");
         assert_eq!(memory.request_quantity(), "80Mi");
     }
@@ -154,8 +158,8 @@ mod tests {
                 sentinels: 3
             }
         );
-        // 32 MiB + 62,500 x 512 B + 1 MiB + 128 MiB = ~191 MiB -> 192 MiB.
-        assert_eq!(plan.memory.unwrap().max_memory_arg(), "192mb");
+        // 32 MiB + 62,500 x 1 KiB + 1 MiB + 128 MiB = ~222 MiB -> 256 MiB.
+        assert_eq!(plan.memory.unwrap().max_memory_arg(), "256mb");
         assert_eq!(
             plan_shape(RedisMode::Auto, 19_999),
             RedisShape::Standalone,

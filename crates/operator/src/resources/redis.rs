@@ -467,7 +467,7 @@ fn standalone(meta: &Meta, lc: &LiveClass, spec: &ValidSpec, plan: &Plan) -> Sta
         env("SENTINELS", ""),
         env("NODES", ""),
     ];
-    statefulset(
+    let mut sts = statefulset(
         meta,
         &meta.names.redis,
         COMPONENT,
@@ -480,7 +480,11 @@ fn standalone(meta: &Meta, lc: &LiveClass, spec: &ValidSpec, plan: &Plan) -> Sta
             enable_service_links: Some(false),
             ..PodSpec::default()
         },
-    )
+    );
+    // One pod has no start order, and the policy of an existing StatefulSet cannot change:
+    // left as the Standalone Redis of earlier versions has it, so an upgrade applies cleanly.
+    sts.spec.pod_management_policy = None;
+    sts
 }
 
 fn empty_dir(name: &str) -> Volume {
