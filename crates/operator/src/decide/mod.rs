@@ -242,7 +242,8 @@ pub fn decide(lc: &LiveClass, world: &World, now: DateTime<Utc>) -> Result<Decis
         lead_seconds: whole_seconds(lead),
     });
     // The primary the Sentinels named; kept from the last answer while they do not answer.
-    if matches!(plan.redis.shape, RedisShape::Replicated { .. }) {
+    // A Redis stopped between classes starts afresh, so its next primary is no failover.
+    if matches!(plan.redis.shape, RedisShape::Replicated { .. }) && plan.redis.running {
         status.redis_primary = world
             .redis_primary
             .clone()

@@ -581,6 +581,26 @@ fn a_failover_is_an_event_and_a_sentinel_that_does_not_answer_keeps_the_known_pr
 }
 
 #[test]
+fn a_replicated_redis_stopped_between_classes_forgets_its_primary() {
+    let mut lc = class(serde_json::json!({
+        "spec": { "redis": { "mode": "Replicated" }, "socket": { "idleReplicas": 0 } }
+    }));
+    // Days before the class: no socket server, no Redis, no primary to report.
+    let before = utc("2026-11-30T10:00:00Z");
+    lc.status = Some(LiveClassStatus {
+        redis_primary: Some("node-2".into()),
+        ..LiveClassStatus::default()
+    });
+    let d = settle(&mut lc, &World::default(), before);
+    assert_eq!(d.status.redis_primary, None);
+    // Started afresh for the class: node 0 is the primary, and that is no failover.
+    let live = utc("2026-12-01T14:10:00Z");
+    let d = settle(&mut lc, &replicated_world(3, 3, Some("node-0")), live);
+    assert_eq!(d.status.redis_primary.as_deref(), Some("node-0"));
+    assert!(!reasons(&d).contains(&"RedisFailover"));
+}
+
+#[test]
 fn an_operated_redis_gets_a_generated_password_and_an_external_one_does_not() {
     let mut lc = class(serde_json::json!({}));
     let now = utc("2026-11-30T10:00:00Z");

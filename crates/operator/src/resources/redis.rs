@@ -474,7 +474,7 @@ fn standalone(meta: &Meta, lc: &LiveClass, spec: &ValidSpec, plan: &Plan) -> Sta
         &meta.names.redis,
         u32::from(plan.redis.running),
         PodSpec {
-            containers: vec![node_container(meta, lc, spec, plan, env)],
+            containers: vec![node_container(lc, spec, plan, env)],
             volumes: Some(vec![empty_dir("data"), password_volume(meta)]),
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
@@ -538,7 +538,6 @@ fn auth_env() -> [EnvVar; 2] {
 
 /// A Redis node started by [`NODE_SCRIPT`] with `env` saying who it is and whom to ask.
 fn node_container(
-    _meta: &Meta,
     lc: &LiveClass,
     spec: &ValidSpec,
     plan: &Plan,
@@ -611,7 +610,6 @@ fn replicated(
     let sh = |script: &str| vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()];
 
     let node_container = node_container(
-        meta,
         lc,
         spec,
         plan,
