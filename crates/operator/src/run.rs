@@ -234,6 +234,17 @@ fn slim<K: Resource>(obj: &mut K) {
     }
 }
 
+/// Only what says which object it is and whose: name, uid, versions, the owner and the
+/// managed-by label (see `observe::ours`).
+fn identity_only<K: Resource>(obj: &mut K) {
+    slim(obj);
+    let meta = obj.meta_mut();
+    meta.annotations = None;
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|k, _| k == "app.kubernetes.io/managed-by");
+    }
+}
+
 /// A Deployment slimmed, keeping whether the operator's own apply owns `spec.replicas`.
 fn slim_deployment(d: &mut Deployment) {
     let ours = d.metadata.managed_fields.take().map(|fields| {
@@ -300,12 +311,12 @@ async fn control(shared: Arc<Shared>) {
     // Of Services, PDBs and NetworkPolicies only the metadata is read (which exist, whose, at
     // which generation): their specs would be a tenth of the operator's heap at 1,000 classes.
     let (services, service_events) = owned::<Service>(client, ns, |s| {
-        slim(s);
+        identity_only(s);
         s.spec = None;
         s.status = None;
     });
     let (pdbs, pdb_events) = owned::<PodDisruptionBudget>(client, ns, |p| {
-        slim(p);
+        identity_only(p);
         p.spec = None;
         p.status = None;
     });
@@ -315,7 +326,7 @@ async fn control(shared: Arc<Shared>) {
     });
     let (hpas, hpa_events) = owned::<HorizontalPodAutoscaler>(client, ns, slim);
     let (network_policies, network_policy_events) = owned::<NetworkPolicy>(client, ns, |n| {
-        slim(n);
+        identity_only(n);
         n.spec = None;
     });
     // Socket pods: for their deletion costs and their start-up times; not a trigger (the
