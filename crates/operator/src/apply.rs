@@ -29,18 +29,16 @@ use k8s_openapi::{
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},
-    runtime::{
-        events::{Event, EventType, Recorder},
-        reflector::ObjectRef,
-    },
+    runtime::reflector::ObjectRef,
 };
 use liveclass_api::{LiveClass, LiveClassStatus};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     MANAGER,
-    decide::{Decision, Note, NoteType},
+    decide::{Decision, Note},
     error::Error,
+    events::Publisher,
     metrics::{Metrics, Verb},
     observe::{Stores, World, version},
     resources::{self, GENERATED_BYTES, Kind, Owned, POD_DELETION_COST},
@@ -76,7 +74,7 @@ struct AppliedEntry {
 /// Applies decisions; remembers what it applied, and which token Secrets exist.
 pub struct Applier {
     client: Client,
-    recorder: Recorder,
+    events: Arc<Publisher>,
     metrics: Arc<Metrics>,
     applied: Mutex<HashMap<Key, AppliedEntry>>,
     tokens: Mutex<HashSet<(String, String, String)>>,
@@ -97,10 +95,10 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 impl Applier {
-    pub fn new(client: Client, recorder: Recorder, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: Client, events: Arc<Publisher>, metrics: Arc<Metrics>) -> Self {
         Self {
             client,
-            recorder,
+            events,
             metrics,
             applied: Mutex::default(),
             tokens: Mutex::default(),
@@ -434,18 +432,8 @@ impl Applier {
     /// Publishes Events about `lc`; a failure is logged, never fails the reconcile.
     pub async fn publish(&self, lc: &LiveClass, notes: &[Note]) {
         for note in notes {
-            let event = Event {
-                type_: match note.type_ {
-                    NoteType::Normal => EventType::Normal,
-                    NoteType::Warning => EventType::Warning,
-                },
-                reason: note.reason.clone(),
-                note: Some(note.message.clone()),
-                action: "Reconcile".to_owned(),
-                secondary: None,
-            };
             self.metrics.requested(Verb::Event);
-            if let Err(error) = self.recorder.publish(&event, &lc.object_ref(&())).await {
+            if let Err(error) = self.events.publish(note, &lc.object_ref(&())).await {
                 tracing::warn!(%error, reason = %note.reason, "publishing an Event failed");
             }
         }

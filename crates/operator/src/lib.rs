@@ -18,6 +18,7 @@ pub mod config;
 pub mod controller;
 pub mod decide;
 pub mod error;
+pub mod events;
 pub mod leader;
 pub mod metrics;
 pub mod observe;

@@ -26,9 +26,7 @@ use k8s_openapi::{
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
-        Controller, PredicateConfig, WatchStreamExt, controller,
-        events::{Recorder, Reporter},
-        predicates,
+        Controller, PredicateConfig, WatchStreamExt, controller, predicates,
         reflector::{self, Store},
         watcher,
     },
@@ -41,6 +39,7 @@ use crate::{
     Config, MANAGER,
     apply::Applier,
     controller::{Context, Replan, error_policy, reconcile},
+    events::Publisher,
     leader::{self, Election, LeaseSettings, stopped},
     metrics::Metrics,
     observe::Stores,
@@ -50,7 +49,7 @@ use crate::{
 /// What every run of the controller (one per term as leader) starts from.
 struct Shared {
     client: Client,
-    recorder: Recorder,
+    events: Arc<Publisher>,
     metrics: Arc<Metrics>,
     config: Config,
 }
@@ -113,14 +112,10 @@ impl Operator {
             }
         });
         let identity = config.identity();
-        let reporter = Reporter {
-            controller: MANAGER.to_owned(),
-            instance: Some(identity.clone()),
-        };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let events = Arc::new(Publisher::new(client.clone(), MANAGER, &identity));
         let shared = Arc::new(Shared {
             client,
-            recorder,
+            events,
             metrics: metrics.clone(),
             config,
         });
@@ -363,7 +358,7 @@ async fn control(shared: Arc<Shared>) {
     };
     let applier = Applier::new(
         client.clone(),
-        shared.recorder.clone(),
+        shared.events.clone(),
         shared.metrics.clone(),
     );
     // LiveClasses: reconciled on spec changes (generation), never on the operator's own status

@@ -32,18 +32,12 @@ use kube::{
     api::{ListParams, Patch, PatchParams, PostParams},
     runtime::{
         WatchStreamExt as _,
-        events::{Event, EventType, Recorder, Reporter},
         reflector::{self, Store},
         watcher,
     },
 };
 use liveclass_api::LiveClass;
-use liveclass_operator::{
-    MANAGER,
-    decide::{NoteType, decide},
-    observe::World,
-    resources,
-};
+use liveclass_operator::{MANAGER, decide::decide, events::Publisher, observe::World, resources};
 use liveclass_testkit::{
     LocalCluster, RedisServer,
     cluster::{ClusterOptions, TestNamespace},
@@ -299,7 +293,7 @@ where
 }
 
 /// The writes the operator makes for a new class, sent directly; returns how many.
-async fn write_as_the_operator(client: &Client, recorder: &Recorder, lc: &LiveClass) -> usize {
+async fn write_as_the_operator(client: &Client, events: &Publisher, lc: &LiveClass) -> usize {
     let namespace = lc.namespace().unwrap();
     let decision = decide(lc, &World::default(), chrono::Utc::now()).unwrap();
     let mut writes = 0;
@@ -356,17 +350,7 @@ async fn write_as_the_operator(client: &Client, recorder: &Recorder, lc: &LiveCl
         .unwrap();
     writes += 1;
     for note in &decision.events {
-        let event = Event {
-            type_: match note.type_ {
-                NoteType::Normal => EventType::Normal,
-                NoteType::Warning => EventType::Warning,
-            },
-            reason: note.reason.clone(),
-            note: Some(note.message.clone()),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
-        recorder.publish(&event, &lc.object_ref(&())).await.unwrap();
+        events.publish(note, &lc.object_ref(&())).await.unwrap();
         writes += 1;
     }
     writes
@@ -392,16 +376,10 @@ async fn api_floor() {
     let apiserver_cpu_before = cpu_seconds(Some("kube-apiserver"), None);
     let etcd_cpu_before = cpu_seconds(Some("etcd"), None);
     let bench_cpu_before = cpu_seconds(None, Some(std::process::id()));
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: MANAGER.to_owned(),
-            instance: Some("bench".to_owned()),
-        },
-    );
+    let events = Publisher::new(client.clone(), MANAGER, "bench");
     let started = Instant::now();
     let writes: usize = futures_util::stream::iter(classes.iter())
-        .map(|lc| write_as_the_operator(&client, &recorder, lc))
+        .map(|lc| write_as_the_operator(&client, &events, lc))
         .buffer_unordered(32)
         .fold(0, |sum, w| async move { sum + w })
         .await;

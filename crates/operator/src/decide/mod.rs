@@ -31,14 +31,14 @@ use crate::{
 pub const TRANSITION_MARGIN: Duration = Duration::from_millis(100);
 
 /// The kind of an Event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NoteType {
     Normal,
     Warning,
 }
 
 /// An Event to publish about the class.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Note {
     pub type_: NoteType,
     pub reason: String,

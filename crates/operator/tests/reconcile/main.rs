@@ -9,6 +9,7 @@
 mod capacity;
 mod classes;
 mod common;
+mod events;
 mod leader;
 mod schedule;
 mod startup;
