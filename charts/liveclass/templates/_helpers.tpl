@@ -71,8 +71,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) }}
 {{- fail (printf "replicas: %d needs leaderElection.enabled: true (without a Lease every replica would reconcile every LiveClass)" (int .Values.replicas)) }}
 {{- end }}
-{{- if and .Values.gateway.enabled (not .Values.gateway.classes) }}
-{{- fail "gateway.enabled: true needs at least one entry in gateway.classes (e.g. [{name: physics-101, namespace: school}])" }}
+{{- if .Values.gateway.classes }}
+{{- fail "gateway.classes is no longer a value: the gateway routes every LiveClass at /<namespace>/<class>/ws without a list (remove gateway.classes)" }}
+{{- end }}
+{{- if eq (int .Values.gateway.notLivePort) (int .Values.gateway.containerPort) }}
+{{- fail (printf "gateway.notLivePort and gateway.containerPort are both %d: they must differ" (int .Values.gateway.containerPort)) }}
 {{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled: true needs metrics.service.enabled: true (the ServiceMonitor selects that Service)" }}

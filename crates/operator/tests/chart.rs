@@ -519,8 +519,6 @@ async fn helm_install_for_one_namespace_with_gateway_grants_nothing_cluster_wide
     let (ns, class_ns) = (system.name(), school.name());
     let release = "lc-one";
     let watch = format!("watchNamespace={class_ns}");
-    let gateway_class = "gateway.classes[0].name=physics-101".to_owned();
-    let gateway_namespace = format!("gateway.classes[0].namespace={class_ns}");
     ok(
         cluster,
         "helm",
@@ -538,10 +536,6 @@ async fn helm_install_for_one_namespace_with_gateway_grants_nothing_cluster_wide
             "rbac.readExternalRedisSecrets=true",
             "--set",
             "gateway.enabled=true",
-            "--set",
-            &gateway_class,
-            "--set",
-            &gateway_namespace,
             "--wait",
             "--timeout",
             "3m",

@@ -352,4 +352,13 @@ async fn only_the_socket_path_is_reachable_through_the_gateway() {
         let body: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(body["error"], "not_found", "{path}");
     }
+    // With no socket server left, Caddy's own failure is JSON too, after its retries.
+    drop(client);
+    drop(server);
+    let (status, body) = http_get(gateway, "/ws?token=x").unwrap();
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    assert!(
+        (502..=504).contains(&status) && body["error"] == "unavailable",
+        "{status} {body}"
+    );
 }

@@ -20,6 +20,8 @@ use liveclass_testkit::LocalCluster;
 use liveclass_testkit::cluster::real_node::{NAMESPACE_ANNOTATIONS, NODE_LABEL, NODE_NAME};
 use liveclass_testkit::wait;
 
+mod gateway;
+
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn version() -> String {
@@ -501,8 +503,6 @@ async fn a_class_runs_on_the_real_node_through_the_gateway() {
             &format!("gateway.image.tag={v}"),
             "--set",
             "gateway.image.pullPolicy=Never",
-            "--set",
-            &format!("gateway.classes[0].name={class}"),
             "--set",
             "gateway.resources.requests.cpu=10m",
             "--set",
