@@ -35,8 +35,10 @@ local Caddyfile.
 	}
 }
 
-# The answer for a class with no Ready pod (see above); loopback only, inside the pod.
-http://127.0.0.1:{{ .Values.gateway.notLivePort }} {
+# The answer for a class with no Ready pod (see above); loopback only, inside the pod. No host
+# in the address: the proxied request keeps the student's Host header, which a host matcher
+# would not match.
+http://:{{ .Values.gateway.notLivePort }} {
 	bind 127.0.0.1
 	import json-error.caddy 404 class_not_live "no Ready socket pod serves the class {http.request.header.X-Liveclass-Class}: it does not exist, or it is not warmed up yet (its capacity is Ready from start - warmup)"
 }

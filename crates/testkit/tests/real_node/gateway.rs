@@ -84,14 +84,21 @@ impl Room {
     }
 }
 
-/// The gateway's answer to an upgrade that it refuses: status and JSON body.
-async fn refusal(url: &str, token: &str) -> Option<(u16, Value)> {
-    match TestClient::connect(url, token, None).await {
-        Err(ClientError::Refused { status, body }) => {
-            Some((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
+/// The gateway's answer to an upgrade: a refusal's status and JSON body, or what else happened.
+async fn answer(url: &str, token: &str) -> Result<(u16, Value), String> {
+    let started = Instant::now();
+    match tokio::time::timeout(T, TestClient::connect(url, token, None)).await {
+        Ok(Err(ClientError::Refused { status, body })) => {
+            Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
         }
-        _ => None,
+        Ok(Err(e)) => Err(format!("{e:?} after {:?}", started.elapsed())),
+        Ok(Ok(_)) => Err("the upgrade was accepted".into()),
+        Err(_) => Err(format!("no answer within {T:?}")),
     }
+}
+
+async fn refusal(url: &str, token: &str) -> Option<(u16, Value)> {
+    answer(url, token).await.ok()
 }
 
 /// Everyone of `class` connected through `base`; returns when the first one got in, timed from
@@ -289,21 +296,49 @@ async fn one_gateway_routes_every_class_without_a_restart_on_the_real_node() {
     );
     let biology_token = minter_c.student("late", &format!("{ns}/biology"));
     let biology_url = format!("{base}/{ns}/biology/ws");
-    let (_, body) = wait::until(
+    let last = std::sync::Mutex::new(String::new());
+    let found = wait::until(
         "the deleted class's route to answer 404",
         Duration::from_secs(60),
         Duration::from_millis(250),
         || {
-            let (url, token) = (biology_url.clone(), biology_token.clone());
+            let (url, token, last) = (biology_url.clone(), biology_token.clone(), &last);
             async move {
-                refusal(&url, &token)
-                    .await
-                    .filter(|(status, _)| *status == 404)
+                let got = answer(&url, &token).await;
+                *last.lock().unwrap() = format!("{got:?}");
+                got.ok().filter(|(status, _)| *status == 404)
             }
         },
     )
-    .await
-    .unwrap();
+    .await;
+    let Ok((_, body)) = found else {
+        let gateway_log = kubectl(
+            cluster,
+            &[
+                "logs",
+                "-n",
+                &ns,
+                "deployment/hall-liveclass-gateway",
+                "--tail",
+                "40",
+            ],
+        );
+        let objects = kubectl(
+            cluster,
+            &[
+                "get",
+                "-n",
+                &ns,
+                "pods,services,endpointslices,liveclasses",
+                "-o",
+                "wide",
+            ],
+        );
+        panic!(
+            "the deleted class's route never answered 404; last answer: {}\n{objects}\n{gateway_log}",
+            last.lock().unwrap()
+        );
+    };
     eprintln!(
         "biology: 404 {:.1}s after kubectl delete",
         deleted.elapsed().as_secs_f64()
