@@ -61,7 +61,8 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// The address a request came from. Walks `X-Forwarded-For` from the right (the hop our proxy
-/// added) past trusted proxies; a client can prepend anything, but not append.
+/// added) past trusted proxies; a client can prepend anything, but not append. Several header
+/// lines are one list in order (RFC 9110 §5.3), so the walk starts at the last line.
 pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
     let peer = canonical(peer);
@@ -69,7 +70,7 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> I
         return peer;
     }
     let mut nearest = peer;
-    for value in headers.get_all("x-forwarded-for") {
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
         let Ok(value) = value.to_str() else {
             return nearest;
         };
@@ -117,5 +118,16 @@ mod tests {
         assert_eq!(direct, "5.5.5.5".parse::<IpAddr>().unwrap());
         let no_header = client_address("10.0.0.9".parse().unwrap(), &HeaderMap::new(), &trusted);
         assert_eq!(no_header, "10.0.0.9".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn several_forwarded_for_lines_are_walked_from_the_last() {
+        let mut headers = HeaderMap::new();
+        // What the client sent, then what our proxy appended on a line of its own.
+        headers.append("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        headers.append("x-forwarded-for", "1.2.3.4, 10.0.0.5".parse().unwrap());
+        let trusted = [net("10.0.0.0/8")];
+        let address = client_address("10.0.0.9".parse().unwrap(), &headers, &trusted);
+        assert_eq!(address, "1.2.3.4".parse::<IpAddr>().unwrap());
     }
 }

@@ -131,6 +131,108 @@ async fn a_handshake_flood_from_one_address_is_refused_while_another_connects() 
     }
 }
 
+/// The edge of Fire 2, through the gateway: the servers believe Caddy's `X-Forwarded-For`
+/// (`--trusted-proxy`, as the operator sets on every socket pod), so one address flooding
+/// handshakes spends its own budget on every server, and 500 students from another address,
+/// arriving during the flood, all get in. Without that trust every client behind Caddy would
+/// share Caddy's one address, and the students would be refused with the flood; that is
+/// checked too. The per-address rate is 5/s (the default is 50/s) so the flood outruns it
+/// however slow this machine; the burst is the default, 200 per server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_flood_through_the_gateway_is_limited_while_another_address_connects_500() {
+    const STUDENTS: usize = 500;
+    const FLOOD: usize = 1500;
+    let redis = redis();
+    let start = |pod: &str, trust: bool| {
+        let mut b = builder(&redis, pod).args(["--address-handshake-rate", "5"]);
+        if trust {
+            b = b.args(["--trusted-proxy", "127.0.0.1"]);
+        }
+        b.start().unwrap()
+    };
+    for trust in [true, false] {
+        let servers: Vec<_> = ["pod-a", "pod-b", "pod-c"]
+            .iter()
+            .map(|pod| start(pod, trust))
+            .collect();
+        for server in &servers {
+            ready(server).await;
+        }
+        let addrs: Vec<_> = servers.iter().map(|s| s.addr()).collect();
+        let caddy = Caddy::start(&addrs).unwrap();
+        let url = caddy.ws_url();
+        let connect = move |user: String, source: &str| {
+            let url = url.clone();
+            let mut options = ConnectOptions::token(minter().student(&user, "c"));
+            options.source = Some(source.parse::<IpAddr>().unwrap());
+            async move { TestClient::connect_with(&url, &options).await }
+        };
+        // The flood: handshakes as fast as 50 at a time go, each closed once in.
+        let flood = {
+            let connect = connect.clone();
+            tokio::spawn(async move {
+                use futures_util::StreamExt as _;
+                futures_util::stream::iter(0..FLOOD)
+                    .map(|i| {
+                        let attempt = connect(format!("bot{i}"), "127.0.0.2");
+                        async move {
+                            // The reason, when the body came with the head: through Caddy,
+                            // which flushes each write, tungstenite may have read the head only.
+                            match refusal(attempt.await) {
+                                Some((429, reason))
+                                    if reason.is_empty() || reason == "too_many_from_address" =>
+                                {
+                                    1
+                                }
+                                Some(other) => panic!("a flood handshake got {other:?}"),
+                                None => 0,
+                            }
+                        }
+                    })
+                    .buffer_unordered(50)
+                    .fold(0usize, |refused, r| async move { refused + r })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The students, 100 every half second, during the flood.
+        let mut students = Vec::new();
+        let mut refused_students = 0;
+        for batch in 0..STUDENTS / 100 {
+            let attempts: Vec<_> = (0..100)
+                .map(|i| connect(format!("s{}", batch * 100 + i), "127.0.0.3"))
+                .collect();
+            for result in futures_util::future::join_all(attempts).await {
+                match result {
+                    Ok(client) => students.push(client),
+                    Err(ClientError::Refused { status: 429, .. }) => refused_students += 1,
+                    Err(e) => panic!("a student's handshake failed: {e}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let flood_refused = flood.await.unwrap();
+        eprintln!(
+            "trusting the gateway: {trust}; flood: {flood_refused} of {FLOOD} refused; \
+             students: {} in, {refused_students} refused",
+            students.len()
+        );
+        if trust {
+            assert!(
+                flood_refused >= FLOOD / 4,
+                "only {flood_refused} of {FLOOD} flood handshakes refused"
+            );
+            assert_eq!(refused_students, 0, "students refused beside the flood");
+            for student in &mut students {
+                student.recv_type("hello", T).await.unwrap();
+            }
+        } else {
+            // One shared address: the flood spent the students' budget too.
+            assert!(refused_students > 0, "no student refused without the trust");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_users_handshake_budget_is_shared_by_every_server() {
     let redis = redis();
