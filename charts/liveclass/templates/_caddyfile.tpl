@@ -22,7 +22,8 @@ local Caddyfile.
 {
 	# The admin API stays on loopback inside the pod.
 	admin 127.0.0.1:2019
-	# Plain HTTP: TLS ends in front of the gateway (an Ingress or a cloud load balancer).
+	# No certificates managed by Caddy, no :80 redirect listener: plain HTTP, with TLS ending in
+	# front of the gateway, or HTTPS from the Secret gateway.tls.secretName.
 	auto_https off
 	# On shutdown, plain HTTP requests get this long; upgraded WebSockets follow
 	# stream_close_delay.
@@ -44,6 +45,13 @@ http://:{{ .Values.gateway.notLivePort }} {
 }
 
 :{{ .Values.gateway.containerPort }} {
+{{- if .Values.gateway.tls.secretName }}
+	# HTTPS with the Secret {{ .Values.gateway.tls.secretName }} (tls.crt, tls.key), mounted here.
+	import tls-on.caddy /etc/caddy/tls/tls.crt /etc/caddy/tls/tls.key
+{{- else }}
+	import tls-off.caddy
+{{- end }}
+
 	# The gateway's own probes.
 	handle /healthz {
 		respond "ok" 200

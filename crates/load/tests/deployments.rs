@@ -1,7 +1,7 @@
 //! The load generator against a deployment the way a school runs one, with the real parts:
 //!
-//! 1. `wss://` through Caddy serving TLS with its own CA (`tls internal`), trusted through
-//!    `--ca-file`, the host name `localhost` resolved per connection, the school's class id and
+//! 1. `wss://` through the repository's Caddyfile serving HTTPS (`LIVECLASS_TLS=on`) with a
+//!    certificate made here by a CA of its own, trusted through `--ca-file`, the host name `localhost` resolved per connection, the school's class id and
 //!    its own extra claims in every token: every comment reaches everyone.
 //! 2. Tokens the school minted itself, read from a file (one JWT a line).
 //!
@@ -17,33 +17,11 @@ use liveclass_load::token::{Claims, Minter, Role};
 use liveclass_load::{Config, LoadTest, Report, Shape};
 use liveclass_protocol::claims::Audience;
 use liveclass_testkit::caddy::Caddy;
-use liveclass_testkit::process::free_port;
+use liveclass_testkit::tls::local_certificate;
 use liveclass_testkit::wait::until;
 use liveclass_testkit::{RedisServer, SocketServer, SocketServerBuilder};
 
 const SECRET: &str = "deployment-load-generator-secret-0123456789";
-
-const TLS_CADDYFILE: &str = r#"{
-	admin {$LIVECLASS_CADDY_ADMIN}
-	# Certificates from Caddy's own local CA; never touch the system's trust store.
-	local_certs
-	skip_install_trust
-	auto_https disable_redirects
-}
-# Plain HTTP for the test kit's readiness probe.
-http://:{$LIVECLASS_PORT} {
-	bind {$LIVECLASS_BIND}
-	reverse_proxy {$LIVECLASS_UPSTREAMS}
-}
-https://localhost:{$LIVECLASS_TLS_PORT} {
-	bind {$LIVECLASS_BIND}
-	tls internal
-	reverse_proxy {$LIVECLASS_UPSTREAMS} {
-		lb_policy least_conn
-		flush_interval -1
-	}
-}
-"#;
 
 fn explain(report: &Report) -> String {
     format!(
@@ -63,22 +41,17 @@ fn servers(redis: &RedisServer, n: usize, args: &[&str]) -> Vec<SocketServer> {
         .collect()
 }
 
-/// Caddy terminating TLS for `localhost` in front of `servers`; returns it, its TLS port and
-/// the root certificate of its CA.
+/// The repository's Caddyfile serving HTTPS (`LIVECLASS_TLS=on`) for `localhost` in front of
+/// `servers`, with a certificate made here; returns it, its port and the CA to trust.
 async fn tls_caddy(servers: &[SocketServer], dir: &Path) -> (Caddy, u16, std::path::PathBuf) {
-    let caddyfile = dir.join("Caddyfile");
-    std::fs::write(&caddyfile, TLS_CADDYFILE).unwrap();
-    let tls_port = free_port().unwrap();
-    let data = dir.join("caddy-data");
+    let certificate = local_certificate(dir, &["localhost", "127.0.0.1"]).unwrap();
+    let root = certificate.ca.clone();
     let addrs: Vec<_> = servers.iter().map(SocketServer::addr).collect();
     let caddy = Caddy::builder(&addrs)
-        .caddyfile(&caddyfile)
-        .env("LIVECLASS_TLS_PORT", tls_port.to_string())
-        .env("XDG_DATA_HOME", data.display().to_string())
+        .tls(certificate)
         .start()
         .expect("caddy");
-    let root = data.join("caddy/pki/authorities/local/root.crt");
-    // Caddy issues the certificate in the background: wait until a TLS handshake succeeds.
+    let tls_port = caddy.addr().port();
     until(
         "Caddy to serve TLS for localhost",
         Duration::from_secs(30),

@@ -31,6 +31,7 @@ pub struct CaddyBuilder {
     binary: Option<PathBuf>,
     env: Vec<(String, String)>,
     timeout: Duration,
+    tls: Option<crate::tls::LocalCertificate>,
 }
 
 impl CaddyBuilder {
@@ -41,6 +42,7 @@ impl CaddyBuilder {
             binary: None,
             env: Vec::new(),
             timeout: Duration::from_secs(20),
+            tls: None,
         }
     }
 
@@ -62,7 +64,15 @@ impl CaddyBuilder {
         self
     }
 
-    /// Starts Caddy and waits until a request through it reaches a socket server.
+    /// Serves HTTPS (`wss://`) instead of plain HTTP, with this certificate: the Caddyfile's
+    /// `LIVECLASS_TLS=on`, as a school's gateway would with its own.
+    pub fn tls(mut self, certificate: crate::tls::LocalCertificate) -> Self {
+        self.tls = Some(certificate);
+        self
+    }
+
+    /// Starts Caddy and waits until a request through it reaches a socket server (with TLS:
+    /// until it listens; the handshake is the test's to make).
     pub fn start(self) -> Result<Caddy, ProcessError> {
         let binary = match &self.binary {
             Some(path) => path.clone(),
@@ -100,14 +110,24 @@ impl CaddyBuilder {
                     .env("XDG_CONFIG_HOME", dir.path().join("config"))
                     .env("XDG_DATA_HOME", dir.path().join("data"))
                     .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                if let Some(tls) = &self.tls {
+                    command
+                        .env("LIVECLASS_TLS", "on")
+                        .env("LIVECLASS_TLS_CERT", &tls.cert)
+                        .env("LIVECLASS_TLS_KEY", &tls.key);
+                }
                 Ok((command, admin))
             },
             // Ready when a request through Caddy reaches a socket server: the gateway serves
             // /ws only, and a plain GET of it gets the server's own answer (a refused
             // handshake), where Caddy alone would answer 502/503.
             |port| {
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                if self.tls.is_some() {
+                    return std::net::TcpStream::connect(addr).is_ok();
+                }
                 matches!(
-                    http_get(SocketAddr::from(([127, 0, 0, 1], port)), "/ws"),
+                    http_get(addr, "/ws"),
                     Ok((status, body)) if (400..500).contains(&status) && body.contains("\"error\"")
                 )
             },
@@ -115,6 +135,7 @@ impl CaddyBuilder {
         Ok(Caddy {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             admin,
+            tls: self.tls.is_some(),
             child,
             _dir: dir,
         })
@@ -126,6 +147,7 @@ impl CaddyBuilder {
 pub struct Caddy {
     addr: SocketAddr,
     admin: SocketAddr,
+    tls: bool,
     child: ManagedChild,
     _dir: tempfile::TempDir,
 }
@@ -144,9 +166,14 @@ impl Caddy {
         self.addr
     }
 
-    /// `ws://127.0.0.1:<port>/ws`
+    /// `ws://127.0.0.1:<port>/ws`, or with TLS `wss://localhost:<port>/ws` (the name the
+    /// certificate is for).
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
+        if self.tls {
+            format!("wss://localhost:{}/ws", self.addr.port())
+        } else {
+            format!("ws://{}/ws", self.addr)
+        }
     }
 
     pub fn admin_addr(&self) -> SocketAddr {

@@ -9,6 +9,7 @@ pub mod http;
 pub mod process;
 pub mod redis;
 pub mod socket;
+pub mod tls;
 pub mod token;
 pub mod toxiproxy;
 pub mod wait;

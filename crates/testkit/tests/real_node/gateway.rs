@@ -433,3 +433,171 @@ async fn one_gateway_routes_every_class_without_a_restart_on_the_real_node() {
         .await
         .unwrap();
 }
+
+/// HTTPS from a Kubernetes TLS Secret, the kind cert-manager writes: the chart's gateway with
+/// `gateway.tls.secretName`, a certificate made here for the gateway Service's DNS name, and
+/// students (the load image, as a Job trusting the CA with `--ca-file`) over `wss://` by that
+/// name: every one connected, nothing lost.
+#[tokio::test]
+#[ignore = "needs root and the real node's binaries and images; scripts/test runs it"]
+async fn the_gateway_serves_wss_from_a_tls_secret_on_the_real_node() {
+    use k8s_openapi::api::batch::v1::Job;
+
+    let cluster = LocalCluster::shared_with_real_node().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let ns = real_node_namespace(cluster, "wss").await;
+    let v = version();
+    let gateway = "secure-liveclass-gateway";
+    let host = format!("{gateway}.{ns}.svc");
+    let dir = cluster.dir().join(format!("{ns}-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let certificate =
+        liveclass_testkit::tls::local_certificate(&dir, &[&host, &format!("{host}.cluster.local")])
+            .unwrap();
+    kubectl(
+        cluster,
+        &[
+            "create",
+            "secret",
+            "tls",
+            "gateway-tls",
+            "-n",
+            &ns,
+            "--cert",
+            &certificate.cert.display().to_string(),
+            "--key",
+            &certificate.key.display().to_string(),
+        ],
+    );
+    kubectl(
+        cluster,
+        &[
+            "create",
+            "configmap",
+            "school-ca",
+            "-n",
+            &ns,
+            &format!("--from-file=ca.pem={}", certificate.ca.display()),
+        ],
+    );
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../../charts/liveclass");
+    helm(
+        cluster,
+        &[
+            "install",
+            "secure",
+            chart,
+            "--namespace",
+            &ns,
+            "--set",
+            &format!("watchNamespace={ns}"),
+            "--set",
+            "image.repository=localhost/liveclass/operator",
+            "--set",
+            &format!("image.tag={v}"),
+            "--set",
+            "image.pullPolicy=Never",
+            "--set",
+            "replicas=1",
+            "--set",
+            "resources.requests.cpu=10m",
+            "--set",
+            "gateway.enabled=true",
+            "--set",
+            "gateway.replicas=1",
+            "--set",
+            "gateway.refresh=1s",
+            "--set",
+            "gateway.tls.secretName=gateway-tls",
+            "--set",
+            "gateway.service.port=443",
+            "--set",
+            "gateway.image.repository=localhost/liveclass/gateway",
+            "--set",
+            &format!("gateway.image.tag={v}"),
+            "--set",
+            "gateway.image.pullPolicy=Never",
+            "--set",
+            "gateway.resources.requests.cpu=10m",
+        ],
+    );
+    let class = "geometry";
+    apply_class(cluster, &ns, class);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    wait_capacity(&pods, class).await;
+
+    let students = STUDENTS * 2;
+    let yaml = format!(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {{ name: students }}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      automountServiceAccountToken: false
+      enableServiceLinks: false
+      containers:
+        - name: load
+          image: localhost/liveclass/load:{v}
+          imagePullPolicy: Never
+          args: ["--url", "wss://{host}/{ns}/{class}/ws", "--ca-file", "/var/run/school-ca/ca.pem",
+                 "--students", "{students}", "--class-id", "{ns}/{class}",
+                 "--secret-file", "/var/run/liveclass/token/hs256-key", "--run-id", "wss",
+                 "--arrive-within", "5s", "--comment-rate", "1", "--duration", "15s",
+                 "--drain", "15s", "--max-retries", "40", "--no-progress"]
+          volumeMounts:
+            - {{ name: token, mountPath: /var/run/liveclass/token, readOnly: true }}
+            - {{ name: ca, mountPath: /var/run/school-ca, readOnly: true }}
+          securityContext: {{ runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false }}
+      volumes:
+        - {{ name: token, secret: {{ secretName: {class}-token }} }}
+        - {{ name: ca, configMap: {{ name: school-ca }} }}
+"#
+    );
+    let file = cluster.dir().join(format!("{ns}-students.yaml"));
+    std::fs::write(&file, yaml).unwrap();
+    kubectl(
+        cluster,
+        &["apply", "-n", &ns, "-f", &file.display().to_string()],
+    );
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let done = wait::until(
+        "the students' Job to finish",
+        Duration::from_secs(180),
+        Duration::from_secs(1),
+        || {
+            let jobs = jobs.clone();
+            async move {
+                let status = jobs.get_opt("students").await.ok().flatten()?.status?;
+                (status.succeeded.unwrap_or(0) + status.failed.unwrap_or(0) > 0)
+                    .then_some(status.succeeded.unwrap_or(0) > 0)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let report = kubectl(cluster, &["logs", "-n", &ns, "job/students"]);
+    eprintln!("the students' report over wss://:\n{report}");
+    assert!(done, "the class over wss:// was not clean:\n{report}");
+    assert!(
+        report.contains(&format!("connected    {n} of {n}", n = students + 1)),
+        "{report}"
+    );
+    assert!(report.contains("lost 0 · duplicated 0"), "{report}");
+
+    kubectl(
+        cluster,
+        &["delete", "-n", &ns, "liveclass", "--all", "--wait=true"],
+    );
+    helm(
+        cluster,
+        &["uninstall", "secure", "--namespace", &ns, "--wait"],
+    );
+    Api::<Namespace>::all(client)
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
+}
