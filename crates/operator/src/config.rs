@@ -73,6 +73,27 @@ pub struct Config {
     /// Longest wait between two reconciles of one LiveClass.
     #[arg(long, env = "LIVECLASS_MAX_REQUEUE", default_value = "5m", value_parser = parse_duration)]
     pub max_requeue: Duration,
+
+    /// The gateway Deployment to size with the classes, `<namespace>/<name>` (the chart's
+    /// Caddy). Unset: the operator leaves the gateway's replicas alone.
+    #[arg(long, env = "LIVECLASS_GATEWAY_DEPLOYMENT", value_parser = parse_gateway_target)]
+    pub gateway_deployment: Option<(String, String)>,
+
+    /// Students one gateway pod carries (Caddy holds about 88 KiB a proxied socket).
+    #[arg(long, env = "LIVECLASS_GATEWAY_CONNECTIONS_PER_POD", default_value_t = 4000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub gateway_connections_per_pod: u32,
+
+    /// The fewest gateway pods, whatever the classes.
+    #[arg(long, env = "LIVECLASS_GATEWAY_MIN_REPLICAS", default_value_t = 2)]
+    pub gateway_min_replicas: u32,
+
+    /// The most gateway pods.
+    #[arg(long, env = "LIVECLASS_GATEWAY_MAX_REPLICAS", default_value_t = 10)]
+    pub gateway_max_replicas: u32,
+
+    /// How long the need must stay lower before one gateway pod is taken away.
+    #[arg(long, env = "LIVECLASS_GATEWAY_SCALE_DOWN_AFTER", default_value = "5m", value_parser = parse_duration)]
+    pub gateway_scale_down_after: Duration,
 }
 
 impl Config {
@@ -94,7 +115,25 @@ impl Config {
             attendance_interval: Duration::from_secs(10),
             concurrency: 32,
             max_requeue: Duration::from_secs(300),
+            gateway_deployment: None,
+            gateway_connections_per_pod: 4000,
+            gateway_min_replicas: 2,
+            gateway_max_replicas: 10,
+            gateway_scale_down_after: Duration::from_secs(300),
         }
+    }
+
+    /// What the gateway sizing needs, when a gateway is named.
+    pub fn gateway(&self) -> Option<crate::gateway::GatewaySettings> {
+        let (namespace, name) = self.gateway_deployment.clone()?;
+        Some(crate::gateway::GatewaySettings {
+            namespace,
+            name,
+            connections_per_pod: self.gateway_connections_per_pod,
+            min_replicas: self.gateway_min_replicas,
+            max_replicas: self.gateway_max_replicas,
+            scale_down_after: self.gateway_scale_down_after,
+        })
     }
 
     /// The identity in the Lease: the configured one, or the host name, or a fixed fallback.
@@ -106,6 +145,10 @@ impl Config {
                 .unwrap_or_else(|| "liveclass-operator".to_owned())
         })
     }
+}
+
+fn parse_gateway_target(s: &str) -> Result<(String, String), String> {
+    crate::gateway::GatewaySettings::parse_target(s)
 }
 
 /// Parses `250ms`, `10s`, `2m`, `1h` or a bare number of seconds.

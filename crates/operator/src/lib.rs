@@ -19,6 +19,7 @@ pub mod controller;
 pub mod decide;
 pub mod error;
 pub mod events;
+pub mod gateway;
 pub mod leader;
 pub mod metrics;
 pub mod observe;

@@ -40,6 +40,7 @@ use crate::{
     apply::Applier,
     controller::{Context, Replan, error_policy, reconcile},
     events::Publisher,
+    gateway,
     leader::{self, Election, LeaseSettings, stopped},
     metrics::Metrics,
     observe::Stores,
@@ -397,6 +398,7 @@ async fn control(shared: Arc<Shared>) {
     .applied_objects()
     .predicate_filter(predicates::generation, PredicateConfig::default());
 
+    let gateway_classes = classes.clone();
     let controller = Controller::for_stream(class_events, classes)
         .owns_stream(deployment_events)
         .owns_stream(service_events)
@@ -423,8 +425,16 @@ async fn control(shared: Arc<Shared>) {
         }
         async {}
     });
+    // The gateway (when one is named) follows the classes' planned capacity.
+    let gateway = async {
+        match config.gateway() {
+            Some(settings) => gateway::run(client.clone(), gateway_classes, settings).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         () = controller => {}
         () = pods_cache => {}
+        () = gateway => {}
     }
 }

@@ -544,8 +544,11 @@ async fn helm_install_for_one_namespace_with_gateway_grants_nothing_cluster_wide
     .await;
     let operator = format!("{release}-liveclass-operator");
     deployment_ready(&admin, ns, &operator, 2).await;
-    // The Caddy gateway too (its Caddyfile is checked by scripts/check-chart).
-    deployment_ready(&admin, ns, &format!("{release}-liveclass-gateway"), 2).await;
+    // The Caddy gateway too (its Caddyfile is checked by scripts/check-chart), at the one pod a
+    // Deployment without `replicas` starts with: its size is the operator's to set
+    // (gateway.autoscale), and the operator's pods here are KWOK's, which run nothing.
+    let gateway = format!("{release}-liveclass-gateway");
+    deployment_ready(&admin, ns, &gateway, 1).await;
     let sa = format!("system:serviceaccount:{ns}:{operator}");
     expect_access(
         cluster,
@@ -563,6 +566,11 @@ async fn helm_install_for_one_namespace_with_gateway_grants_nothing_cluster_wide
             ("create", "events.events.k8s.io", Some(class_ns)),
             ("get", "secrets", Some(class_ns)),
             ("create", "leases.coordination.k8s.io", Some(ns)),
+            (
+                "patch",
+                &format!("deployments.apps/{gateway} --subresource=scale"),
+                Some(ns),
+            ),
         ],
     )
     .await;
@@ -572,6 +580,12 @@ async fn helm_install_for_one_namespace_with_gateway_grants_nothing_cluster_wide
         false,
         &[
             ("list", "liveclasses.liveclass.dev", None),
+            (
+                "patch",
+                "deployments.apps/other --subresource=scale",
+                Some(ns),
+            ),
+            ("patch", &format!("deployments.apps/{gateway}"), Some(ns)),
             ("list", "liveclasses.liveclass.dev", Some(other.name())),
             ("patch", "deployments.apps", Some(other.name())),
             ("patch", "deployments.apps", Some(ns)),

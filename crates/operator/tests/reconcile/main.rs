@@ -10,6 +10,7 @@ mod capacity;
 mod classes;
 mod common;
 mod events;
+mod gateway;
 mod leader;
 mod schedule;
 mod startup;
