@@ -84,21 +84,21 @@ impl Room {
     }
 }
 
-/// The gateway's answer to an upgrade: a refusal's status and JSON body, or what else happened.
-async fn answer(url: &str, token: &str) -> Result<(u16, Value), String> {
-    let started = Instant::now();
-    match tokio::time::timeout(T, TestClient::connect(url, token, None)).await {
-        Ok(Err(ClientError::Refused { status, body })) => {
-            Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
-        }
-        Ok(Err(e)) => Err(format!("{e:?} after {:?}", started.elapsed())),
-        Ok(Ok(_)) => Err("the upgrade was accepted".into()),
-        Err(_) => Err(format!("no answer within {T:?}")),
-    }
+/// What the gateway answers on `path`, status and JSON body. A plain GET takes the same route
+/// an upgrade does and reads the whole body: to an upgrade, Caddy writes a refusal's head and
+/// body apart (it flushes every write), and tungstenite may report the head alone.
+fn answer(gateway: std::net::SocketAddr, path: &str) -> Result<(u16, Value), String> {
+    let (status, body) =
+        liveclass_testkit::http::http_get(gateway, path).map_err(|e| format!("GET {path}: {e}"))?;
+    Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
 }
 
-async fn refusal(url: &str, token: &str) -> Option<(u16, Value)> {
-    answer(url, token).await.ok()
+/// The status an upgrade is refused with (the body: see [`answer`]).
+async fn refused_upgrade(url: &str, token: &str) -> Option<u16> {
+    match tokio::time::timeout(T, TestClient::connect(url, token, None)).await {
+        Ok(Err(ClientError::Refused { status, .. })) => Some(status),
+        _ => None,
+    }
 }
 
 /// Everyone of `class` connected through `base`; returns when the first one got in, timed from
@@ -295,16 +295,17 @@ async fn one_gateway_routes_every_class_without_a_restart_on_the_real_node() {
         &["delete", "-n", &ns, "liveclass", "biology", "--wait=true"],
     );
     let biology_token = minter_c.student("late", &format!("{ns}/biology"));
-    let biology_url = format!("{base}/{ns}/biology/ws");
+    let gateway_http = std::net::SocketAddr::new(gateway_ip.parse().unwrap(), 8080);
+    let biology_path = format!("/{ns}/biology/ws?token={biology_token}");
     let last = std::sync::Mutex::new(String::new());
     let found = wait::until(
         "the deleted class's route to answer 404",
         Duration::from_secs(60),
         Duration::from_millis(250),
         || {
-            let (url, token, last) = (biology_url.clone(), biology_token.clone(), &last);
+            let (path, last) = (biology_path.clone(), &last);
             async move {
-                let got = answer(&url, &token).await;
+                let got = answer(gateway_http, &path);
                 *last.lock().unwrap() = format!("{got:?}");
                 got.ok().filter(|(status, _)| *status == 404)
             }
@@ -351,14 +352,19 @@ async fn one_gateway_routes_every_class_without_a_restart_on_the_real_node() {
         "{body}"
     );
 
+    // The upgrade itself is refused with that status.
+    assert_eq!(
+        refused_upgrade(&format!("{base}/{ns}/biology/ws"), &biology_token).await,
+        Some(404)
+    );
+
     // An unknown class: 404 at once, not a hang for lb_try_duration.
     let asked = Instant::now();
-    let (status, body) = refusal(&format!("{base}/{ns}/nothing/ws"), &biology_token)
-        .await
-        .expect("refused");
+    let (status, body) = answer(gateway_http, &format!("/{ns}/nothing/ws?token=x")).unwrap();
     assert_eq!(
         (status, body["error"].as_str()),
-        (404, Some("class_not_live"))
+        (404, Some("class_not_live")),
+        "{body}"
     );
     assert!(
         asked.elapsed() < Duration::from_secs(2),
@@ -366,13 +372,14 @@ async fn one_gateway_routes_every_class_without_a_restart_on_the_real_node() {
         asked.elapsed()
     );
     // Another namespace than the one this release watches is not routed at all.
-    let (status, body) = refusal(&format!("{base}/kube-system/algebra/ws"), &biology_token)
-        .await
-        .expect("refused");
-    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+    let (status, body) = answer(gateway_http, "/kube-system/algebra/ws?token=x").unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
 
     // The socket pods' /metrics exists on their admin port, and the gateway does not reach it.
-    let gateway_http = std::net::SocketAddr::new(gateway_ip.parse().unwrap(), 8080);
     for path in [
         "/metrics".to_owned(),
         format!("/{ns}/algebra/metrics"),
