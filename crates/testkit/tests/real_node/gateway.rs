@@ -11,7 +11,10 @@ use liveclass_testkit::client::ClientError;
 use liveclass_testkit::{LocalCluster, TestClient, TokenMinter, wait};
 use serde_json::{Value, json};
 
-use crate::{class_capacity, helm, kubectl, real_node_namespace, rfc3339, version};
+use crate::{
+    class_capacity, gateway_values, helm, install_chart, kubectl, real_node_namespace, rfc3339,
+    version,
+};
 
 const STUDENTS: usize = 10;
 const T: Duration = Duration::from_secs(10);
@@ -185,45 +188,8 @@ async fn one_gateway_routes_every_class_without_a_restart_on_the_real_node() {
     let cluster = LocalCluster::shared_with_real_node().await.unwrap();
     let client = cluster.client().await.unwrap();
     let ns = real_node_namespace(cluster, "gateway").await;
-    let v = version();
-    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../../charts/liveclass");
     // No class is named anywhere in the chart's values.
-    helm(
-        cluster,
-        &[
-            "install",
-            "hall",
-            chart,
-            "--namespace",
-            &ns,
-            "--set",
-            &format!("watchNamespace={ns}"),
-            "--set",
-            "image.repository=localhost/liveclass/operator",
-            "--set",
-            &format!("image.tag={v}"),
-            "--set",
-            "image.pullPolicy=Never",
-            "--set",
-            "replicas=1",
-            "--set",
-            "resources.requests.cpu=10m",
-            "--set",
-            "gateway.enabled=true",
-            "--set",
-            "gateway.replicas=1",
-            "--set",
-            "gateway.refresh=1s",
-            "--set",
-            "gateway.image.repository=localhost/liveclass/gateway",
-            "--set",
-            &format!("gateway.image.tag={v}"),
-            "--set",
-            "gateway.image.pullPolicy=Never",
-            "--set",
-            "gateway.resources.requests.cpu=10m",
-        ],
-    );
+    install_chart(cluster, "hall", &ns, &gateway_values());
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     wait::until(
         "the gateway to be available",
@@ -487,47 +453,12 @@ async fn the_gateway_serves_wss_from_a_tls_secret_on_the_real_node() {
             &format!("--from-file=ca.pem={}", certificate.ca.display()),
         ],
     );
-    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../../charts/liveclass");
-    helm(
-        cluster,
-        &[
-            "install",
-            "secure",
-            chart,
-            "--namespace",
-            &ns,
-            "--set",
-            &format!("watchNamespace={ns}"),
-            "--set",
-            "image.repository=localhost/liveclass/operator",
-            "--set",
-            &format!("image.tag={v}"),
-            "--set",
-            "image.pullPolicy=Never",
-            "--set",
-            "replicas=1",
-            "--set",
-            "resources.requests.cpu=10m",
-            "--set",
-            "gateway.enabled=true",
-            "--set",
-            "gateway.replicas=1",
-            "--set",
-            "gateway.refresh=1s",
-            "--set",
-            "gateway.tls.secretName=gateway-tls",
-            "--set",
-            "gateway.service.port=443",
-            "--set",
-            "gateway.image.repository=localhost/liveclass/gateway",
-            "--set",
-            &format!("gateway.image.tag={v}"),
-            "--set",
-            "gateway.image.pullPolicy=Never",
-            "--set",
-            "gateway.resources.requests.cpu=10m",
-        ],
-    );
+    let mut sets = gateway_values();
+    sets.extend([
+        "gateway.tls.secretName=gateway-tls".to_owned(),
+        "gateway.service.port=443".to_owned(),
+    ]);
+    install_chart(cluster, "secure", &ns, &sets);
     let class = "geometry";
     apply_class(cluster, &ns, class);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);

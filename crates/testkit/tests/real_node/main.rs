@@ -395,6 +395,43 @@ fn helm(cluster: &LocalCluster, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `helm install <release>` of the repository's chart into `ns`: watching `ns` only (other
+/// real-node tests run operators beside it), the images built here (never pulled), one operator
+/// replica, small CPU requests; `sets` are more `--set` values ([`GATEWAY`] for the gateway).
+fn install_chart(cluster: &LocalCluster, release: &str, ns: &str, sets: &[String]) {
+    let v = version();
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../../charts/liveclass");
+    let mut values = vec![
+        format!("watchNamespace={ns}"),
+        "image.repository=localhost/liveclass/operator".to_owned(),
+        format!("image.tag={v}"),
+        "image.pullPolicy=Never".to_owned(),
+        "replicas=1".to_owned(),
+        "resources.requests.cpu=10m".to_owned(),
+    ];
+    values.extend_from_slice(sets);
+    let mut args = vec!["install", release, chart, "--namespace", ns];
+    for value in &values {
+        args.extend(["--set", value]);
+    }
+    helm(cluster, &args);
+}
+
+/// The chart's gateway, one pod from the image built here, looking classes up every second.
+fn gateway_values() -> Vec<String> {
+    let v = version();
+    [
+        "gateway.enabled=true".to_owned(),
+        "gateway.replicas=1".to_owned(),
+        "gateway.refresh=1s".to_owned(),
+        "gateway.image.repository=localhost/liveclass/gateway".to_owned(),
+        format!("gateway.image.tag={v}"),
+        "gateway.image.pullPolicy=Never".to_owned(),
+        "gateway.resources.requests.cpu=10m".to_owned(),
+    ]
+    .into()
+}
+
 /// Ready socket pods of the class, and whether its Redis pod is Ready.
 async fn class_capacity(pods: &Api<Pod>, class: &str) -> (usize, bool) {
     use kube::api::ListParams;
@@ -466,49 +503,13 @@ async fn a_class_runs_on_the_real_node_through_the_gateway() {
     let v = version();
     let class = "physics";
 
-    // The chart, with the images built here (never pulled) and the gateway for this class.
-    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../../charts/liveclass");
-    helm(
-        cluster,
-        &[
-            "install",
-            "school",
-            chart,
-            "--namespace",
-            &ns,
-            // Its own namespace only: another real-node test runs an operator beside it.
-            "--set",
-            &format!("watchNamespace={ns}"),
-            "--set",
-            "image.repository=localhost/liveclass/operator",
-            "--set",
-            &format!("image.tag={v}"),
-            "--set",
-            "image.pullPolicy=Never",
-            "--set",
-            "replicas=1",
-            "--set",
-            "leaderElection.leaseDuration=6s",
-            "--set",
-            "leaderElection.renewInterval=2s",
-            "--set",
-            "gateway.enabled=true",
-            "--set",
-            "gateway.replicas=1",
-            "--set",
-            "gateway.refresh=1s",
-            "--set",
-            "gateway.image.repository=localhost/liveclass/gateway",
-            "--set",
-            &format!("gateway.image.tag={v}"),
-            "--set",
-            "gateway.image.pullPolicy=Never",
-            "--set",
-            "gateway.resources.requests.cpu=10m",
-            "--set",
-            "resources.requests.cpu=10m",
-        ],
-    );
+    // The chart, with the images built here (never pulled) and its gateway.
+    let mut sets = gateway_values();
+    sets.extend([
+        "leaderElection.leaseDuration=6s".to_owned(),
+        "leaderElection.renewInterval=2s".to_owned(),
+    ]);
+    install_chart(cluster, "school", &ns, &sets);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     for name in ["school-liveclass-operator", "school-liveclass-gateway"] {
         let what = format!("Deployment {name} to be available on the real node");
@@ -882,30 +883,7 @@ async fn a_replicated_class_survives_losing_its_redis_primary_on_the_real_node()
     let ns = real_node_namespace(cluster, "replicated").await;
     let v = version();
     let class = "chemistry";
-    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../../charts/liveclass");
-    helm(
-        cluster,
-        &[
-            "install",
-            "lab",
-            chart,
-            "--namespace",
-            &ns,
-            // Its own namespace only: the other real-node tests run operators beside it.
-            "--set",
-            &format!("watchNamespace={ns}"),
-            "--set",
-            "image.repository=localhost/liveclass/operator",
-            "--set",
-            &format!("image.tag={v}"),
-            "--set",
-            "image.pullPolicy=Never",
-            "--set",
-            "replicas=1",
-            "--set",
-            "resources.requests.cpu=10m",
-        ],
-    );
+    install_chart(cluster, "lab", &ns, &[]);
 
     // A class on now, for a few minutes, with a Replicated Redis.
     let start = SystemTime::now() + Duration::from_secs(30);
