@@ -14,7 +14,9 @@ pub fn http_request(
     body: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    // Longer than the gateway's `lb_try_duration` (5 s): with no upstream left Caddy answers
+    // only after its retries, and a shorter timeout races that answer.
+    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
