@@ -21,19 +21,10 @@ use std::{
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use liveclass_api::types::SecretKeyRef;
+use liveclass_protocol::bus::{broadcast_channel, pods_key, where_key};
 use redis::aio::MultiplexedConnection;
 
 use crate::metrics::Metrics;
-
-/// The hash of users connected to a class (field = user id): its length is the attendance.
-pub fn where_key(class_id: &str) -> String {
-    format!("lc:{{{class_id}}}:where")
-}
-
-/// The hash of open connections per pod of a class (field = pod name, value = count).
-pub fn pods_key(class_id: &str) -> String {
-    format!("lc:{{{class_id}}}:pods")
-}
 
 /// One successful read.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -256,23 +247,7 @@ impl Attendance {
             None => self.url(source).await?,
         };
         state.url = Some(url.clone());
-        let mut connection = {
-            let slot = self.slot(class_id, &url);
-            let mut slot = slot.lock().await;
-            match slot.clone() {
-                Some(connection) => connection,
-                None => {
-                    let client = redis::Client::open(url.as_str())
-                        .map_err(|e| AttendanceError::Connect(e.to_string()))?;
-                    let connection = client
-                        .get_multiplexed_async_connection()
-                        .await
-                        .map_err(|e| AttendanceError::Connect(e.to_string()))?;
-                    *slot = Some(connection.clone());
-                    connection
-                }
-            }
-        };
+        let mut connection = self.connection(class_id, &url).await?;
         let (connected, pods): (u64, HashMap<String, String>) = redis::pipe()
             .cmd("HLEN")
             .arg(where_key(class_id))
@@ -287,6 +262,60 @@ impl Attendance {
             .filter_map(|(pod, count)| Some((pod, count.trim().parse().ok()?)))
             .collect();
         Ok(Reading { connected, per_pod })
+    }
+
+    /// The connection to `url` that `class_id` uses, opened if there is none.
+    async fn connection(
+        &self,
+        class_id: &str,
+        url: &str,
+    ) -> Result<MultiplexedConnection, AttendanceError> {
+        let slot = self.slot(class_id, url);
+        let mut slot = slot.lock().await;
+        if let Some(connection) = slot.clone() {
+            return Ok(connection);
+        }
+        let client =
+            redis::Client::open(url).map_err(|e| AttendanceError::Connect(e.to_string()))?;
+        let connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| AttendanceError::Connect(e.to_string()))?;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// The classes whose Redis this operator has reached (those it reads attendance of).
+    pub fn classes_reached(&self) -> Vec<String> {
+        self.connections
+            .lock()
+            .map(|c| c.url_of.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Publishes `message` on `class_id`'s channel, through the connection its attendance is
+    /// read with; how many socket servers received it.
+    pub async fn publish(&self, class_id: &str, message: &str) -> Result<u64, AttendanceError> {
+        let url = self.state(class_id).lock().await.url.clone();
+        let url = match url {
+            Some(url) => url,
+            None => self.url_of(class_id).ok_or_else(|| {
+                AttendanceError::Connect("the class's Redis has not been reached yet".into())
+            })?,
+        };
+        let mut connection = self.connection(class_id, &url).await?;
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(broadcast_channel(class_id)).arg(message);
+        let publish = command.query_async(&mut connection);
+        match tokio::time::timeout(self.settings.timeout, publish).await {
+            Ok(Ok(received)) => Ok(received),
+            Ok(Err(e)) => Err(AttendanceError::Query(e.to_string())),
+            Err(_) => Err(AttendanceError::Timeout(self.settings.timeout)),
+        }
+    }
+
+    fn url_of(&self, class_id: &str) -> Option<String> {
+        self.connections.lock().ok()?.url_of.get(class_id).cloned()
     }
 
     async fn url(&self, source: &RedisSource) -> Result<String, AttendanceError> {

@@ -74,8 +74,9 @@ pub struct Config {
     #[arg(long, env = "LIVECLASS_MAX_REQUEUE", default_value = "5m", value_parser = parse_duration)]
     pub max_requeue: Duration,
 
-    /// The gateway Deployment to size with the classes, `<namespace>/<name>` (the chart's
-    /// Caddy). Unset: the operator leaves the gateway's replicas alone.
+    /// The gateway Deployment, `<namespace>/<name>` (the chart's Caddy): sized with the
+    /// classes (unless `--gateway-sizing false`), and each of its pods that terminates handed
+    /// over gently. Unset: the operator leaves the gateway alone.
     #[arg(long, env = "LIVECLASS_GATEWAY_DEPLOYMENT", value_parser = parse_gateway_target)]
     pub gateway_deployment: Option<(String, String)>,
 
@@ -94,6 +95,15 @@ pub struct Config {
     /// How long the need must stay lower before one gateway pod is taken away.
     #[arg(long, env = "LIVECLASS_GATEWAY_SCALE_DOWN_AFTER", default_value = "5m", value_parser = parse_duration)]
     pub gateway_scale_down_after: Duration,
+
+    /// Whether the operator sets the gateway's replicas (off: a fixed size, or another scaler).
+    #[arg(long, env = "LIVECLASS_GATEWAY_SIZING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub gateway_sizing: bool,
+
+    /// The window over which the students of a terminating gateway pod are moved to the
+    /// others; the gateway's preStop must outlast it. `0s`: no hand-over.
+    #[arg(long, env = "LIVECLASS_GATEWAY_HANDOVER_WINDOW", default_value = "20s", value_parser = parse_duration)]
+    pub gateway_handover_window: Duration,
 }
 
 impl Config {
@@ -120,10 +130,12 @@ impl Config {
             gateway_min_replicas: 2,
             gateway_max_replicas: 10,
             gateway_scale_down_after: Duration::from_secs(300),
+            gateway_sizing: true,
+            gateway_handover_window: Duration::from_secs(20),
         }
     }
 
-    /// What the gateway sizing needs, when a gateway is named.
+    /// What the gateway's sizing and hand-over need, when a gateway is named.
     pub fn gateway(&self) -> Option<crate::gateway::GatewaySettings> {
         let (namespace, name) = self.gateway_deployment.clone()?;
         Some(crate::gateway::GatewaySettings {
@@ -133,6 +145,8 @@ impl Config {
             min_replicas: self.gateway_min_replicas,
             max_replicas: self.gateway_max_replicas,
             scale_down_after: self.gateway_scale_down_after,
+            sizing: self.gateway_sizing,
+            handover_window: self.gateway_handover_window,
         })
     }
 

@@ -43,7 +43,7 @@ const MAX_RETRY: Duration = Duration::from_secs(300);
 pub struct Context {
     pub client: Client,
     pub metrics: Arc<Metrics>,
-    pub attendance: Attendance,
+    pub attendance: Arc<Attendance>,
     pub applier: Applier,
     pub stores: Stores,
     pub config: Config,
@@ -89,7 +89,7 @@ impl Context {
         config: Config,
         replan: Replan,
     ) -> Self {
-        let attendance = Attendance::new(
+        let attendance = Arc::new(Attendance::new(
             client.clone(),
             metrics.clone(),
             attendance::Settings {
@@ -98,7 +98,7 @@ impl Context {
                 interval: config.attendance_interval,
                 read_secrets: config.read_external_redis_secrets,
             },
-        );
+        ));
         Self {
             client,
             metrics,

@@ -27,6 +27,10 @@ pub struct GatewaySettings {
     pub max_replicas: u32,
     /// How long the need must stay lower before one pod is taken away.
     pub scale_down_after: Duration,
+    /// Whether the operator sets the replicas at all.
+    pub sizing: bool,
+    /// Over how long a terminating pod's students are moved (zero: not at all).
+    pub handover_window: Duration,
 }
 
 impl GatewaySettings {
@@ -168,6 +172,8 @@ mod tests {
             min_replicas: 2,
             max_replicas: 8,
             scale_down_after: Duration::from_secs(300),
+            sizing: true,
+            handover_window: Duration::from_secs(20),
         }
     }
 

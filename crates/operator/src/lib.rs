@@ -20,6 +20,7 @@ pub mod decide;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod handover;
 pub mod leader;
 pub mod metrics;
 pub mod observe;

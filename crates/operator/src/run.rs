@@ -40,7 +40,7 @@ use crate::{
     apply::Applier,
     controller::{Context, Replan, error_policy, reconcile},
     events::Publisher,
-    gateway,
+    gateway, handover,
     leader::{self, Election, LeaseSettings, stopped},
     metrics::Metrics,
     observe::Stores,
@@ -425,12 +425,25 @@ async fn control(shared: Arc<Shared>) {
         }
         async {}
     });
-    // The gateway (when one is named) follows the classes' planned capacity.
+    // The gateway (when one is named) follows the classes' planned capacity, and its pods
+    // that go hand their students over.
+    let attendance = ctx.attendance.clone();
     let gateway = async {
-        match config.gateway() {
-            Some(settings) => gateway::run(client.clone(), gateway_classes, settings).await,
-            None => std::future::pending().await,
-        }
+        let Some(settings) = config.gateway() else {
+            return std::future::pending().await;
+        };
+        let sizing = async {
+            if settings.sizing {
+                gateway::run(client.clone(), gateway_classes, settings.clone()).await;
+            }
+        };
+        let handover = async {
+            if !settings.handover_window.is_zero() {
+                handover::run(client.clone(), settings.clone(), attendance).await;
+            }
+        };
+        futures_util::join!(sizing, handover);
+        std::future::pending().await
     };
     tokio::select! {
         () = controller => {}

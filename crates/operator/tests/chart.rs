@@ -571,6 +571,9 @@ async fn helm_install_for_one_namespace_with_gateway_grants_nothing_cluster_wide
                 &format!("deployments.apps/{gateway} --subresource=scale"),
                 Some(ns),
             ),
+            // The gateway's pods, watched to hand over the students of one that goes.
+            ("get", &format!("deployments.apps/{gateway}"), Some(ns)),
+            ("watch", "pods", Some(ns)),
         ],
     )
     .await;

@@ -9,8 +9,10 @@
 //! - [`handshake`]: the `GET /ws` query and the HTTP refusals before the upgrade;
 //! - [`close`]: WebSocket close codes;
 //! - [`claims`]: the token's claims and the id alphabets;
-//! - [`id`]: message ids and stream positions.
+//! - [`id`]: message ids and stream positions;
+//! - [`bus`]: the Redis keys and class-channel messages the servers and the operator share.
 
+pub mod bus;
 pub mod claims;
 pub mod client;
 pub mod close;

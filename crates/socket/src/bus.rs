@@ -9,7 +9,7 @@
 //! from the last id it delivered — or, when that is no longer possible, sends its members a
 //! `gap` frame. Connected students miss nothing silently.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use futures_util::StreamExt;
 use liveclass_protocol::CloseReason;
+use liveclass_protocol::bus::ClassMessage;
 use liveclass_protocol::server::{COMMENT_PREFIX, GapReason};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -41,14 +42,6 @@ pub enum PodMessage {
     Kick { class: String, at: String },
     /// The school's backend removed `user` from the class: close all their connections.
     Disconnect { class: String, user: String },
-}
-
-/// A server-to-server message on a class's channel (comments travel there as their frames).
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "k", rename_all = "lowercase")]
-pub enum ClassMessage {
-    /// One server's reaction counts for one tick.
-    Reactions { counts: BTreeMap<String, u64> },
 }
 
 /// `pod#conn`, one connection's entry in a class's `where` hash.
@@ -347,7 +340,7 @@ fn on_pod_message(state: &ServerState, payload: &str) {
     }
 }
 
-fn on_class_message(state: &ServerState, class: &str, payload: &str) {
+fn on_class_message(state: &Arc<ServerState>, class: &str, payload: &str) {
     if payload.starts_with(COMMENT_PREFIX) {
         state.hub.fan_out(class, payload);
         return;
@@ -355,6 +348,9 @@ fn on_class_message(state: &ServerState, class: &str, payload: &str) {
     match serde_json::from_str::<ClassMessage>(payload) {
         Ok(ClassMessage::Reactions { counts }) => {
             state.hub.add_incoming_reactions(class, &counts);
+        }
+        Ok(ClassMessage::Handover { gateway, within_ms }) => {
+            crate::handover::start(state, class, gateway, Duration::from_millis(within_ms));
         }
         Err(e) => tracing::debug!(error = %e, %class, "unreadable message on a class channel"),
     }

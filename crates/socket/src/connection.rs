@@ -7,6 +7,7 @@
 //! Every write has a deadline: a client that stops reading is closed as slow, never allowed to
 //! hold its task (or its memory) forever.
 
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -52,6 +53,7 @@ pub struct Resume {
 pub fn serve<S, R>(
     state: Arc<ServerState>,
     identity: Identity,
+    peer: IpAddr,
     resume: Resume,
     seat: Seat,
     sink: S,
@@ -71,6 +73,7 @@ where
         dropped_in_row: 0,
         last_rate_error: None,
         identity,
+        peer,
         state,
         sink,
         stream,
@@ -82,6 +85,8 @@ where
 struct Connection<S, R> {
     state: Arc<ServerState>,
     identity: Identity,
+    /// The TCP peer: the gateway pod the student came through (a hand-over names it).
+    peer: IpAddr,
     conn: ConnId,
     member: String,
     sink: S,
@@ -127,6 +132,7 @@ where
             &self.identity.class,
             &self.identity.user,
             self.conn,
+            self.peer,
             tx,
             close.clone(),
         );
@@ -245,6 +251,17 @@ where
         }
     }
 
+    /// Tells the client to reconnect (after a short random delay of its own, so those told
+    /// together do not arrive together), then ends with `draining`.
+    async fn send_reconnect(&mut self) -> End {
+        let after_ms = fastrand::u64(0..=1000);
+        let frame = ServerFrame::Reconnect { after_ms }.to_text();
+        if let Err(e) = Box::pin(self.send(Message::Text(frame.into()))).await {
+            return e.into();
+        }
+        End::Close(CloseReason::Draining)
+    }
+
     async fn main_loop(
         &mut self,
         mut rx: outbox::Receiver<Outbound>,
@@ -280,7 +297,15 @@ where
         // still get their turn.
         loop {
             tokio::select! {
-                reason = &mut close_raised => return End::Close(reason),
+                reason = &mut close_raised => {
+                    // Closed to move elsewhere (the end of this server's drain, or the hand-over
+                    // of a gateway pod that is going away): told first, so it comes back with
+                    // `since` and misses nothing.
+                    if reason == CloseReason::Draining {
+                        return Box::pin(self.send_reconnect()).await;
+                    }
+                    return End::Close(reason);
+                }
                 () = &mut expiry => return End::Close(CloseReason::TokenExpired),
                 () = &mut drain_started, if !draining => {
                     draining = true;
@@ -288,14 +313,7 @@ where
                     let at = Duration::from_millis(fastrand::u64(0..=u64::try_from(window.as_millis()).unwrap_or(0)));
                     reconnect_at = Some(Box::pin(tokio::time::sleep(at))).into();
                 }
-                Some(()) = &mut reconnect_at, if draining => {
-                    let after_ms = fastrand::u64(0..=1000);
-                    let frame = ServerFrame::Reconnect { after_ms }.to_text();
-                    if let Err(e) = Box::pin(self.send(Message::Text(frame.into()))).await {
-                        return e.into();
-                    }
-                    return End::Close(CloseReason::Draining);
-                }
+                Some(()) = &mut reconnect_at, if draining => return Box::pin(self.send_reconnect()).await,
                 outbound = rx.recv() => {
                     // The hub holds the sender for as long as the member is joined.
                     let Some(outbound) = outbound else { return End::Close(CloseReason::Internal) };

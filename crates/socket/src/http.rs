@@ -224,7 +224,13 @@ async fn ws_handshake(
             // Awaited in axum's upgrade task instead, it would keep that task's own state (the
             // upgrade's settings and this closure) for the connection's whole life.
             tasks.spawn(connection::serve(
-                server, identity, resume, seat, sink, stream,
+                server,
+                identity,
+                crate::address::canonical(peer.ip()),
+                resume,
+                seat,
+                sink,
+                stream,
             ));
             std::future::ready(())
         })

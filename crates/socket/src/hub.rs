@@ -6,6 +6,7 @@
 //! channel when a room appears or empties, so each class is subscribed to once per server.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -103,6 +104,8 @@ impl CloseSignal {
 #[derive(Debug)]
 struct Member {
     user: Arc<str>,
+    /// The connection's TCP peer: the gateway pod it came through.
+    peer: IpAddr,
     tx: outbox::Sender<Outbound>,
     close: Arc<CloseSignal>,
 }
@@ -203,6 +206,7 @@ impl Hub {
         class: &str,
         user: &str,
         conn: ConnId,
+        peer: IpAddr,
         tx: outbox::Sender<Outbound>,
         close: Arc<CloseSignal>,
     ) -> watch::Receiver<bool> {
@@ -225,7 +229,15 @@ impl Hub {
         };
         let user: Arc<str> = Arc::from(user);
         room.by_user.entry(user.clone()).or_default().push(conn);
-        room.members.insert(conn, Member { user, tx, close });
+        room.members.insert(
+            conn,
+            Member {
+                user,
+                peer,
+                tx,
+                close,
+            },
+        );
         self.metrics.connections.inc();
         self.metrics
             .class_connections
@@ -290,6 +302,17 @@ impl Hub {
             }
         }
         conns.len()
+    }
+
+    /// The local connections of `class` whose TCP peer is `peer` (a gateway pod).
+    pub fn connections_via(&self, class: &str, peer: IpAddr) -> Vec<ConnId> {
+        self.read().get(class).map_or_else(Vec::new, |room| {
+            room.members
+                .iter()
+                .filter(|(_, member)| member.peer == peer)
+                .map(|(conn, _)| *conn)
+                .collect()
+        })
     }
 
     /// Closes every local connection (the end of a drain).
@@ -546,8 +569,24 @@ mod tests {
     ) -> (outbox::Receiver<Outbound>, Arc<CloseSignal>) {
         let (tx, rx) = outbox::outbox(depth);
         let close = Arc::new(CloseSignal::default());
-        hub.join(class, user, conn, tx, close.clone());
+        hub.join(class, user, conn, LOOPBACK, tx, close.clone());
         (rx, close)
+    }
+
+    const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn connections_are_found_by_the_gateway_they_came_through() {
+        let (hub, _bus) = hub();
+        let gateway: IpAddr = "10.244.0.7".parse().unwrap();
+        let _a = member(&hub, "c", "u1", 1, 4);
+        let (tx, _rx) = outbox::outbox(4);
+        hub.join("c", "u2", 2, gateway, tx, Arc::default());
+        let (tx, _rx2) = outbox::outbox(4);
+        hub.join("other", "u3", 3, gateway, tx, Arc::default());
+        assert_eq!(hub.connections_via("c", gateway), [2]);
+        assert_eq!(hub.connections_via("c", LOOPBACK), [1]);
+        assert!(hub.connections_via("nobody", gateway).is_empty());
     }
 
     fn drain(rx: &mut outbox::Receiver<Outbound>) -> Vec<String> {

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod connection;
+pub mod handover;
 pub mod heartbeat;
 pub mod http;
 pub mod hub;
@@ -115,6 +116,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
         next_conn: AtomicU64::new(1),
         seats: AtomicUsize::new(0),
         pending_releases: std::sync::Mutex::new(Vec::new()),
+        handovers: handover::Handovers::default(),
     });
 
     // A server restarted under the same id (a StatefulSet pod, a test) inherits nothing.

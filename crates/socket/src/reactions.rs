@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::ClassMessage;
 use crate::state::ServerState;
+use liveclass_protocol::bus::ClassMessage;
 
 pub async fn reaction_loop(state: Arc<ServerState>, tick: Duration, shutdown: CancellationToken) {
     let tick_ms = u64::try_from(tick.as_millis()).unwrap_or(250);

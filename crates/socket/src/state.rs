@@ -72,6 +72,8 @@ pub struct ServerState {
     /// Connections open or being upgraded: the per-server cap counts both.
     pub seats: AtomicUsize,
     pub pending_releases: std::sync::Mutex<Vec<PendingRelease>>,
+    /// Gateway pods whose connections are being handed over.
+    pub handovers: crate::handover::Handovers,
 }
 
 impl ServerState {

@@ -38,17 +38,16 @@ fn parse_error(op: &'static str, what: &'static str, value: String) -> StoreErro
 
 /// Key and channel names: the one place they are spelled.
 pub mod keys {
+    // The keys the operator reads too are defined with it, in the protocol crate.
+    pub use liveclass_protocol::bus::{
+        broadcast_channel as broadcast, class_of_broadcast, pods_key as pods_of_class,
+        where_key as where_,
+    };
     pub fn history(class: &str) -> String {
         format!("lc:{{{class}}}:history")
     }
     pub fn epoch(class: &str) -> String {
         format!("lc:{{{class}}}:epoch")
-    }
-    pub fn where_(class: &str) -> String {
-        format!("lc:{{{class}}}:where")
-    }
-    pub fn pods_of_class(class: &str) -> String {
-        format!("lc:{{{class}}}:pods")
     }
     pub fn user_budget(class: &str, user: &str) -> String {
         format!("lc:{{{class}}}:budget:{user}")
@@ -64,13 +63,6 @@ pub mod keys {
     }
     pub fn kicked(class: &str, user: &str) -> String {
         format!("lc:{{{class}}}:kicked:{user}")
-    }
-    pub fn broadcast(class: &str) -> String {
-        format!("lc:{{{class}}}:bcast")
-    }
-    /// The class of a broadcast channel name.
-    pub fn class_of_broadcast(channel: &str) -> Option<&str> {
-        channel.strip_prefix("lc:{")?.strip_suffix("}:bcast")
     }
     pub const POD_CHANNEL_PREFIX: &str = "lc:pod:{";
     pub const POD_CHANNEL_SUFFIX: &str = "}";

@@ -135,3 +135,118 @@ async fn sigterm_drains_clients_and_exits_within_the_window() {
         "reconnects spread over only {spread:?}"
     );
 }
+
+/// A gateway pod that is going away hands its students over: on the operator's `handover`
+/// the server closes the connections whose TCP peer is that pod one at a time over the window,
+/// each told to `reconnect` first; students who came another way are not touched.
+#[tokio::test]
+async fn a_gateway_handover_moves_its_students_one_by_one_and_no_one_else() {
+    use liveclass_protocol::bus::{ClassMessage, broadcast_channel};
+    use liveclass_testkit::caddy::Caddy;
+    use liveclass_testkit::client::ConnectOptions;
+
+    let redis = redis();
+    let server = server(&redis, "pod-a");
+    ready(&server).await;
+    let gateway = Caddy::start(&[server.addr()]).unwrap();
+    // Through the gateway, the server's TCP peer is 127.0.0.1 (Caddy's dial); around it, from
+    // other addresses.
+    let mut via = Vec::new();
+    for i in 0..10 {
+        let token = minter().student(&format!("g{i}"), "c");
+        let mut client = TestClient::connect(&gateway.ws_url(), &token, None)
+            .await
+            .unwrap();
+        client.recv_type("hello", T).await.unwrap();
+        via.push(client);
+    }
+    let around_from = |last: u8| ConnectOptions {
+        source: Some(std::net::IpAddr::from([127, 0, 0, last])),
+        ..ConnectOptions::token(String::new())
+    };
+    let mut around = Vec::new();
+    for i in 0..3 {
+        let mut options = around_from(2);
+        options.token = minter().student(&format!("d{i}"), "c");
+        let mut client = TestClient::connect_with(&server.ws_url(), &options)
+            .await
+            .unwrap();
+        client.recv_type("hello", T).await.unwrap();
+        around.push(client);
+    }
+    let mut options = around_from(3);
+    options.token = minter().teacher("t", "c");
+    let mut teacher = TestClient::connect_with(&server.ws_url(), &options)
+        .await
+        .unwrap();
+    teacher.recv_type("hello", T).await.unwrap();
+
+    let handover = ClassMessage::Handover {
+        gateway: std::net::IpAddr::from([127, 0, 0, 1]),
+        within_ms: 2000,
+    };
+    let started = Instant::now();
+    let subscribers = redis
+        .command(&["PUBLISH", &broadcast_channel("c"), &handover.to_text()])
+        .unwrap();
+    assert_eq!(
+        subscribers.trim(),
+        ":1",
+        "the server is subscribed to the class"
+    );
+    let readers: Vec<_> = via
+        .into_iter()
+        .map(|mut client| {
+            tokio::spawn(async move {
+                let reconnect = client
+                    .recv_type("reconnect", Duration::from_secs(4))
+                    .await
+                    .unwrap();
+                let at = started.elapsed();
+                assert!(reconnect["after_ms"].as_u64().unwrap() <= 1000);
+                match client.recv(Duration::from_secs(2)).await.unwrap() {
+                    Received::Close(Some((1001, reason))) => assert_eq!(reason, "draining"),
+                    other => panic!("expected close 1001 after reconnect, got {other:?}"),
+                }
+                at
+            })
+        })
+        .collect();
+    let mut moments = Vec::new();
+    for reader in readers {
+        moments.push(reader.await.unwrap());
+    }
+    moments.sort_unstable();
+    // Ten over 2 s: one every 200 ms, never all at once.
+    let spread = moments[9] - moments[0];
+    assert!(
+        spread >= Duration::from_millis(1500) && moments[9] < Duration::from_millis(2600),
+        "handed over at {moments:?}"
+    );
+    for pair in moments.windows(3) {
+        assert!(
+            pair[2] - pair[0] >= Duration::from_millis(250),
+            "three within 250 ms: {moments:?}"
+        );
+    }
+    // Those who came another way are still in the class and hear the teacher.
+    teacher
+        .send_json(&json!({"t":"comment","text":"still here?","ref":"r1"}))
+        .await
+        .unwrap();
+    for client in &mut around {
+        let comment = client.recv_type("comment", T).await.unwrap();
+        assert_eq!(comment["text"], "still here?");
+    }
+    // The same message again (the operator restarted) finds nobody left to move.
+    redis
+        .command(&["PUBLISH", &broadcast_channel("c"), &handover.to_text()])
+        .unwrap();
+    for client in &mut around {
+        match client.recv(Duration::from_millis(500)).await {
+            Err(ClientError::Timeout(_)) => {}
+            Ok(Received::Frame(frame)) => assert_ne!(frame["t"], "reconnect"),
+            other => panic!("a student around the gateway got {other:?}"),
+        }
+    }
+}

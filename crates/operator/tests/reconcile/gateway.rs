@@ -1,21 +1,23 @@
 //! The gateway, sized with the classes: raised with a class's socket pods ahead of its start,
-//! lowered one pod at a time once the class is gone.
+//! lowered one pod at a time once the class is gone; a pod that goes hands its students over.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, PostParams};
 use liveclass_api::{LiveClass, Phase};
+use liveclass_protocol::bus::{ClassMessage, broadcast_channel};
+use liveclass_testkit::{RedisServer, cluster::TestNamespace, wait};
 use serde_json::json;
 
 use crate::common::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_gateway_follows_the_classes_planned_capacity() {
-    let cluster = cluster().await;
-    let ns = cluster.namespace("gateway-size").await.unwrap();
-    // A stand-in for the chart's gateway Deployment (KWOK runs its pods).
+/// A stand-in for the chart's gateway Deployment `gw`, of one pod (KWOK runs it).
+async fn create_gateway(ns: &TestNamespace) {
     let gateway: Deployment = serde_json::from_value(json!({
         "metadata": { "name": "gw" },
         "spec": {
@@ -32,6 +34,13 @@ async fn the_gateway_follows_the_classes_planned_capacity() {
         .create(&PostParams::default(), &gateway)
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_follows_the_classes_planned_capacity() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("gateway-size").await.unwrap();
+    create_gateway(&ns).await;
     let target = (ns.name().to_owned(), "gw".to_owned());
     let _operator = start_operator(&ns, move |c| {
         c.gateway_deployment = Some(target);
@@ -98,4 +107,83 @@ async fn the_gateway_follows_the_classes_planned_capacity() {
     eprintln!("{planned} socket pods planned: the gateway raised to {want}, then {seen:?}");
     let steps: Vec<u32> = (1..=want).rev().collect();
     assert_eq!(seen, steps, "the gateway's replicas on the way down");
+}
+
+/// A gateway pod that terminates is handed over: the operator publishes a `handover` naming
+/// the pod's address on the channel of each class whose Redis it reads, at once (the pod's
+/// preStop waits out the window). What the socket servers do with it is shown in
+/// `crates/socket/tests/resilience.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminating_gateway_pod_is_handed_over_on_each_live_class_channel() {
+    let cluster = cluster().await;
+    let ns = cluster.namespace("gateway-handover").await.unwrap();
+    create_gateway(&ns).await;
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let target = (ns.name().to_owned(), "gw".to_owned());
+    let _operator = start_operator(&ns, move |c| {
+        c.redis_override = Some(url);
+        c.attendance_interval = Duration::from_secs(1);
+        c.gateway_deployment = Some(target);
+        c.gateway_sizing = false;
+        c.gateway_handover_window = Duration::from_secs(3);
+    })
+    .await;
+    // A class in session: the operator reads its attendance, so it reaches its Redis.
+    let start = Utc::now() - chrono::TimeDelta::seconds(30);
+    create(&ns, &live_class("now", start, json!({}))).await;
+    status_where(
+        &ns,
+        "now",
+        "attendance read",
+        Duration::from_secs(60),
+        |lc| {
+            lc.status
+                .as_ref()
+                .is_some_and(|s| s.connected_students.is_some())
+        },
+    )
+    .await;
+    let mut pubsub = redis::Client::open(redis.url())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    pubsub
+        .subscribe(broadcast_channel(&class_id(&ns, "now")))
+        .await
+        .unwrap();
+
+    let pods = ns.api::<Pod>();
+    let selected = ListParams::default().labels("app=gw");
+    let (name, address) = wait::until(
+        "the gateway pod has an address",
+        Duration::from_secs(30),
+        POLL,
+        || {
+            let pods = pods.clone();
+            let selected = selected.clone();
+            async move {
+                let pod = pods.list(&selected).await.ok()?.items.into_iter().next()?;
+                let ip: IpAddr = pod.status?.pod_ip?.parse().ok()?;
+                Some((pod.metadata.name?, ip))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    pods.delete(&name, &DeleteParams::default()).await.unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(15), pubsub.on_message().next())
+        .await
+        .expect("no hand-over published within 15 s of the delete")
+        .unwrap();
+    let message: ClassMessage =
+        serde_json::from_str(&message.get_payload::<String>().unwrap()).unwrap();
+    assert_eq!(
+        message,
+        ClassMessage::Handover {
+            gateway: address,
+            within_ms: 3000
+        }
+    );
 }

@@ -539,3 +539,150 @@ spec:
         .await
         .unwrap();
 }
+
+/// The Ready gateway pods: name and address, once there are `n`.
+async fn gateway_pods(pods: &Api<Pod>, n: usize) -> Vec<(String, String)> {
+    wait::until(
+        &format!("{n} gateway pods Ready"),
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        || async move {
+            let list = pods
+                .list(&ListParams::default().labels("app.kubernetes.io/component=gateway"))
+                .await
+                .ok()?;
+            let ready: Vec<(String, String)> = list
+                .items
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none() && crate::pod_ready(p))
+                .filter_map(|p| Some((p.metadata.name?, p.status?.pod_ip?)))
+                .collect();
+            (ready.len() == n).then_some(ready)
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Issue 14's gentle drain: a gateway pod deleted (as a scale-down, a rollout or a node drain
+/// does) hands its students over — the operator sees it terminating, the socket server tells
+/// the students who came through it to reconnect one at a time over `gateway.handoverSeconds`
+/// (each `reconnect`, then 1001) while the pod's preStop holds Caddy up; nobody's socket is
+/// cut by Caddy, and those on the other gateway pod notice nothing.
+#[tokio::test]
+#[ignore = "needs root and the real node's binaries and images; scripts/test runs it"]
+async fn a_gateway_pod_that_goes_hands_its_students_over_one_by_one_on_the_real_node() {
+    let cluster = LocalCluster::shared_with_real_node().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let ns = real_node_namespace(cluster, "handover").await;
+    let window = Duration::from_secs(6);
+    let mut sets = gateway_values();
+    sets.extend([
+        "gateway.autoscale.enabled=false".to_owned(),
+        "gateway.replicas=2".to_owned(),
+        format!("gateway.handoverSeconds={}", window.as_secs()),
+    ]);
+    install_chart(cluster, "relay", &ns, &sets);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let class = "history";
+    apply_class(cluster, &ns, class);
+    wait_capacity(&pods, class).await;
+    let gateways = gateway_pods(&pods, 2).await;
+    let (leaving, leaving_ip) = gateways[0].clone();
+    let staying_ip = gateways[1].1.clone();
+    let minter = minter(&secrets, class).await;
+    let claim = format!("{ns}/{class}");
+
+    // The teacher and some students through the gateway pod that stays, the rest through the
+    // one that will go.
+    let (mut room, _) = join(&format!("ws://{staying_ip}:8080"), &ns, class, &minter).await;
+    let leaving_url = format!("ws://{leaving_ip}:8080/{ns}/{class}/ws");
+    let mut moving = Vec::new();
+    for i in 0..STUDENTS {
+        let token = minter.student(&format!("moving-{i}"), &claim);
+        let mut student = TestClient::connect(&leaving_url, &token, None)
+            .await
+            .unwrap();
+        student.recv_type("hello", T).await.unwrap();
+        moving.push(student);
+    }
+    room.all_still_here("before the gateway pod goes").await;
+
+    let deleted = Instant::now();
+    kubectl(
+        cluster,
+        &["delete", "pod", "-n", &ns, &leaving, "--wait=false"],
+    );
+    let readers: Vec<_> = moving
+        .into_iter()
+        .map(|mut student| {
+            tokio::spawn(async move {
+                let reconnect = student
+                    .recv_type("reconnect", window + Duration::from_secs(10))
+                    .await;
+                let at = deleted.elapsed();
+                let close = student.recv(Duration::from_secs(3)).await;
+                (reconnect.map(|_| at), close)
+            })
+        })
+        .collect();
+    let mut moments = Vec::new();
+    for reader in readers {
+        let (reconnect, close) = reader.await.unwrap();
+        let at = reconnect.unwrap_or_else(|e| {
+            panic!("a student of the leaving gateway pod got no reconnect: {e:?}")
+        });
+        assert!(
+            matches!(
+                &close,
+                Ok(liveclass_testkit::client::Received::Close(Some((1001, _))))
+            ),
+            "after reconnect, expected the server's 1001: {close:?}"
+        );
+        moments.push(at);
+    }
+    moments.sort_unstable();
+    let spread = moments[moments.len() - 1] - moments[0];
+    eprintln!(
+        "hand-over: {} students told to reconnect from {:.1}s to {:.1}s after the delete (window {window:?})",
+        moments.len(),
+        moments[0].as_secs_f64(),
+        moments[moments.len() - 1].as_secs_f64()
+    );
+    assert!(
+        spread >= window / 2,
+        "the hand-over came all at once: {moments:?}"
+    );
+    assert!(
+        moments[moments.len() - 1] < window + Duration::from_secs(5),
+        "moved only after the pod's preStop: {moments:?}"
+    );
+    // They come back through the gateway pod that stays, with their place.
+    let token = minter.student("moving-0", &claim);
+    let mut back = TestClient::connect(
+        &format!("ws://{staying_ip}:8080/{ns}/{class}/ws"),
+        &token,
+        None,
+    )
+    .await
+    .unwrap();
+    back.recv_type("hello", T).await.unwrap();
+    room.students.push(back);
+    // Those on the other pod noticed nothing.
+    room.all_still_here("after the hand-over").await;
+
+    drop(room);
+    kubectl(
+        cluster,
+        &["delete", "-n", &ns, "liveclass", "--all", "--wait=true"],
+    );
+    helm(
+        cluster,
+        &["uninstall", "relay", "--namespace", &ns, "--wait"],
+    );
+    Api::<Namespace>::all(client)
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
+}
