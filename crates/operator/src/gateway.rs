@@ -4,8 +4,8 @@
 //! gateway is raised ahead of the bell with them.
 //!
 //! Raised at once; lowered one pod at a time, and only after the need has stayed lower for a
-//! while (the HPA's stabilization window): a gateway pod that goes closes every socket it
-//! proxies, and those students reconnect through the others all at once.
+//! while (the HPA's stabilization window): each pod that goes moves its students to the others
+//! (`handover.rs`), and fewer steps mean fewer moves.
 
 use std::time::{Duration, Instant};
 
