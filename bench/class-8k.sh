@@ -42,6 +42,8 @@ for rate in $RATES; do
     lc_process_flags
     lc_record class-8k "$STUDENTS-students/$rate-per-s" "$out" "$RUN/calibration-$rate-$run.json" \
       --param students="$STUDENTS" --param comment_rate="$rate" --param duration="$DURATION" --param p99_target="$P99" \
+      --param caddy_stream_buffer_size="$(lc_caddy_setting stream_buffer_size)" \
+      --param caddy_stream_close_delay="$(lc_caddy_setting stream_close_delay)" \
       --figure caddy_kib_per_connection="$(awk -v h="$(lc_hwm_kib "$LC_CADDY_PID")" -v b="$caddy_base_kib" -v n="$STUDENTS" 'BEGIN { printf "%.1f", (h - b) / n }')" \
       --figure socket_servers_kib_per_connection="$(awk -v h="$sockets_hwm_kib" -v b="$sockets_base_kib" -v n="$STUDENTS" 'BEGIN { printf "%.1f", (h - b) / n }')"
     lc_stop_all

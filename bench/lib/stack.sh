@@ -226,6 +226,30 @@ lc_start_caddy() {
   lc_wait_until "Caddy to proxy /ws" 20 lc_caddy_proxies "$LC_CADDY_PORT" || lc_die "Caddy did not start (see $run/caddy.log)"
 }
 
+# lc_caddy_setting NAME: the value of the proxy setting NAME (stream_buffer_size,
+# stream_close_delay, ...) that lc_start_caddy's Caddy runs with, read from the files it loads:
+# the line `NAME <value>` of charts/liveclass/files/gateway/socket-proxy.caddy, where a value
+# `{args[i]}` is the i-th argument of the Caddyfile's `import .../socket-proxy.caddy ...` line,
+# and an argument `{$VAR:default}` is VAR from the exported environment (Caddy inherits it) or
+# the default. Prints `?` when the files do not have it.
+lc_caddy_setting() {
+  local name=$1 snippet=$LC_ROOT/charts/liveclass/files/gateway/socket-proxy.caddy value args i
+  value=$(awk -v n="$name" '$1 == n { print $2; exit }' "$snippet" 2>/dev/null)
+  if [[ $value =~ ^\{args\[([0-9]+)\]\}$ ]]; then
+    i=${BASH_REMATCH[1]}
+    args=$(awk '$1 == "import" && $2 ~ /socket-proxy\.caddy$/ { $1 = ""; $2 = ""; print; exit }' "$LC_ROOT/Caddyfile")
+    read -r -a args <<<"$args"
+    value=${args[i]:-}
+  fi
+  if [[ $value =~ ^\{\$([A-Za-z_][A-Za-z0-9_]*)(:(.*))?\}$ ]]; then
+    local var=${BASH_REMATCH[1]}
+    value=${BASH_REMATCH[3]}
+    # Caddy takes the default only when the variable is not in its environment at all.
+    if printenv "$var" >/dev/null; then value=$(printenv "$var"); fi
+  fi
+  printf '%s' "${value:-?}"
+}
+
 # lc_caddy_proxies PORT: true when Caddy answers its own /healthz and passes /ws to a socket
 # server (a plain GET without a token gets the server's 4xx refusal, not Caddy's 404 or 502).
 # The gateway serves only /ws, /class/ and /healthz, so a server's /readyz is not reachable

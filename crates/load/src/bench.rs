@@ -417,11 +417,13 @@ pub fn figure(r: &BenchResult, name: &str) -> Option<f64> {
     v.filter(|x| x.is_finite())
 }
 
-/// A column of a scenario's table.
+/// A column of a scenario's table: a figure ([`figure`]), or with `param` a parameter of the
+/// runs shown as text (e.g. the gateway's stream buffer).
 struct Column {
     title: &'static str,
     figure: &'static str,
     digits: usize,
+    param: bool,
 }
 
 const fn col(title: &'static str, figure: &'static str, digits: usize) -> Column {
@@ -429,6 +431,17 @@ const fn col(title: &'static str, figure: &'static str, digits: usize) -> Column
         title,
         figure,
         digits,
+        param: false,
+    }
+}
+
+/// A column showing the parameter `name` of the runs as text.
+const fn param_col(title: &'static str, name: &'static str) -> Column {
+    Column {
+        title,
+        figure: name,
+        digits: 0,
+        param: true,
     }
 }
 
@@ -465,6 +478,13 @@ fn layout(scenario: &str) -> (&'static str, &'static str, Vec<Column>) {
                     col("servers µs/delivery", "servers_us_per_delivery", 2),
                     col("Caddy µs/delivery", "caddy_us_per_delivery", 2),
                     col("servers ÷ raw", "servers_vs_raw", 1),
+                    col("Caddy KiB/connection", "caddy_kib_per_connection", 1),
+                    col(
+                        "servers KiB/connection",
+                        "socket_servers_kib_per_connection",
+                        1,
+                    ),
+                    param_col("Caddy stream buffer", "caddy_stream_buffer_size"),
                     col("load avg", "loadavg", 1),
                 ],
             ]
@@ -619,8 +639,23 @@ fn fmt_num(v: f64, digits: usize) -> String {
     }
 }
 
-/// `median [min–max]` of a column over runs; `runs` and `clean` are counts instead.
+/// `median [min–max]` of a column over runs; `runs` and `clean` are counts instead, and a
+/// parameter is its distinct values (`—` for runs that did not record it).
 fn cell(runs: &[&BenchResult], c: &Column) -> String {
+    if c.param {
+        let mut shown: Vec<String> = Vec::new();
+        for r in runs {
+            let v = match r.params.get(c.figure) {
+                Some(Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+                None => "—".into(),
+            };
+            if !shown.contains(&v) {
+                shown.push(v);
+            }
+        }
+        return shown.join(", ");
+    }
     let mut values: Vec<f64> = runs.iter().filter_map(|r| figure(r, c.figure)).collect();
     match c.figure {
         "runs" => return runs.len().to_string(),
@@ -930,6 +965,52 @@ mod tests {
             text.contains("No results of this load generator recorded yet"),
             "{text}"
         );
+    }
+
+    fn run_with(params: &[(&str, Value)], figures: &[(&str, f64)]) -> BenchResult {
+        BenchResult {
+            schema: SCHEMA,
+            scenario: "class-8k".into(),
+            variant: "8000-students/10-per-s".into(),
+            params: params
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), v.clone()))
+                .collect(),
+            recorded_at: String::new(),
+            git: GitInfo::default(),
+            versions: BTreeMap::new(),
+            machine: MachineInfo::default(),
+            loadavg_1m_before: None,
+            command: String::new(),
+            nice: 0,
+            steps_s: BTreeMap::new(),
+            processes: Vec::new(),
+            figures: figures
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), *v))
+                .collect(),
+            calibration: None,
+            hdr_log: None,
+            load: None,
+        }
+    }
+
+    #[test]
+    fn a_parameter_column_shows_the_distinct_values_of_the_runs() {
+        let buffer = param_col("Caddy stream buffer", "caddy_stream_buffer_size");
+        let kib = col("Caddy KiB/connection", "caddy_kib_per_connection", 1);
+        let a = run_with(
+            &[("caddy_stream_buffer_size", Value::String("8KiB".into()))],
+            &[("caddy_kib_per_connection", 30.0)],
+        );
+        let b = run_with(
+            &[("caddy_stream_buffer_size", Value::String("8KiB".into()))],
+            &[("caddy_kib_per_connection", 34.0)],
+        );
+        let old = run_with(&[], &[("caddy_kib_per_connection", 31.0)]);
+        assert_eq!(cell(&[&a, &b], &buffer), "8KiB");
+        assert_eq!(cell(&[&a, &old, &b], &buffer), "8KiB, —");
+        assert_eq!(cell(&[&a, &old, &b], &kib), "31.0 [30.0–34.0]");
     }
 
     #[test]
