@@ -80,7 +80,7 @@ pub struct Config {
     #[arg(long, env = "LIVECLASS_GATEWAY_DEPLOYMENT", value_parser = parse_gateway_target)]
     pub gateway_deployment: Option<(String, String)>,
 
-    /// Students one gateway pod carries (Caddy holds about 88 KiB a proxied socket).
+    /// Students one gateway pod carries (Caddy holds about 95 KiB a proxied socket).
     #[arg(long, env = "LIVECLASS_GATEWAY_CONNECTIONS_PER_POD", default_value_t = 4000, value_parser = clap::value_parser!(u32).range(1..))]
     pub gateway_connections_per_pod: u32,
 

@@ -21,7 +21,7 @@ use crate::MANAGER;
 pub struct GatewaySettings {
     pub namespace: String,
     pub name: String,
-    /// Students one gateway pod carries (Caddy holds ~88 KiB a proxied socket).
+    /// Students one gateway pod carries (Caddy holds ~95 KiB a proxied socket).
     pub connections_per_pod: u32,
     pub min_replicas: u32,
     pub max_replicas: u32,
