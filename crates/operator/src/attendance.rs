@@ -21,7 +21,7 @@ use std::{
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use liveclass_api::types::SecretKeyRef;
-use liveclass_protocol::bus::{broadcast_channel, pods_key, where_key};
+use liveclass_protocol::bus::{pods_key, where_key};
 use redis::aio::MultiplexedConnection;
 
 use crate::metrics::Metrics;
@@ -285,37 +285,52 @@ impl Attendance {
         Ok(connection)
     }
 
-    /// The classes whose Redis this operator has reached (those it reads attendance of).
-    pub fn classes_reached(&self) -> Vec<String> {
-        self.connections
+    /// Publishes `message` on `channel` of every Redis this operator reads attendance from,
+    /// once each, through the connections it reads with. Per Redis: a class that uses it, and
+    /// how many subscribers received the message (or why it could not be published).
+    pub async fn publish_everywhere(
+        &self,
+        channel: &str,
+        message: &str,
+    ) -> Vec<(String, Result<u64, AttendanceError>)> {
+        let redises: Vec<(String, String)> = self
+            .connections
             .lock()
-            .map(|c| c.url_of.keys().cloned().collect())
-            .unwrap_or_default()
+            .map(|c| {
+                let mut seen = std::collections::HashSet::new();
+                c.url_of
+                    .iter()
+                    .filter(|(_, url)| seen.insert((*url).clone()))
+                    .map(|(class, url)| (class.clone(), url.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let publishes = redises.into_iter().map(|(class, url)| async move {
+            let result = self.publish(&class, &url, channel, message).await;
+            (class, result)
+        });
+        futures_util::future::join_all(publishes).await
     }
 
-    /// Publishes `message` on `class_id`'s channel, through the connection its attendance is
-    /// read with; how many socket servers received it.
-    pub async fn publish(&self, class_id: &str, message: &str) -> Result<u64, AttendanceError> {
-        let url = self.state(class_id).lock().await.url.clone();
-        let url = match url {
-            Some(url) => url,
-            None => self.url_of(class_id).ok_or_else(|| {
-                AttendanceError::Connect("the class's Redis has not been reached yet".into())
-            })?,
+    async fn publish(
+        &self,
+        class_id: &str,
+        url: &str,
+        channel: &str,
+        message: &str,
+    ) -> Result<u64, AttendanceError> {
+        let publish = async {
+            let mut connection = self.connection(class_id, url).await?;
+            let mut command = redis::cmd("PUBLISH");
+            command.arg(channel).arg(message);
+            command
+                .query_async(&mut connection)
+                .await
+                .map_err(|e| AttendanceError::Query(e.to_string()))
         };
-        let mut connection = self.connection(class_id, &url).await?;
-        let mut command = redis::cmd("PUBLISH");
-        command.arg(broadcast_channel(class_id)).arg(message);
-        let publish = command.query_async(&mut connection);
-        match tokio::time::timeout(self.settings.timeout, publish).await {
-            Ok(Ok(received)) => Ok(received),
-            Ok(Err(e)) => Err(AttendanceError::Query(e.to_string())),
-            Err(_) => Err(AttendanceError::Timeout(self.settings.timeout)),
-        }
-    }
-
-    fn url_of(&self, class_id: &str) -> Option<String> {
-        self.connections.lock().ok()?.url_of.get(class_id).cloned()
+        tokio::time::timeout(self.settings.timeout, publish)
+            .await
+            .unwrap_or(Err(AttendanceError::Timeout(self.settings.timeout)))
     }
 
     async fn url(&self, source: &RedisSource) -> Result<String, AttendanceError> {

@@ -2,8 +2,8 @@
 //! stops, so a gateway pod that goes (a scale-down, a rollout, a node drain) would send all its
 //! students back through the others in the same second. The chart gives the pod a preStop
 //! that outlasts the hand-over window; when this operator sees the pod terminating it publishes
-//! a `handover` naming the pod's address on the channel of every class whose Redis it reaches,
-//! and the socket servers move the connections that came through that pod over the window,
+//! a hand-over naming the pod's address on every Redis it reads attendance from, and the
+//! socket servers there move the connections that came through that pod over the window,
 //! one at a time, each told to reconnect first (`crates/socket/src/handover.rs`). The pod is
 //! already out of its Service's endpoints, so they come back through the other gateway pods.
 
@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
-use liveclass_protocol::bus::ClassMessage;
+use liveclass_protocol::bus::{HANDOVER_CHANNEL, Handover};
 
 use crate::attendance::Attendance;
 use crate::gateway::GatewaySettings;
@@ -92,29 +92,27 @@ pub async fn run(client: kube::Client, settings: GatewaySettings, attendance: Ar
     }
 }
 
-/// Tells every class's socket servers to move the students who came through `address`.
+/// Tells the socket servers on every Redis the operator reaches to move the students who came
+/// through `address`.
 async fn hand_over(attendance: &Attendance, pod: &str, address: IpAddr, within: Duration) {
-    let message = ClassMessage::Handover {
+    let message = Handover {
         gateway: address,
         within_ms: u64::try_from(within.as_millis()).unwrap_or(u64::MAX),
     }
     .to_text();
-    let classes = attendance.classes_reached();
-    let message = &message;
-    let sends = classes
-        .iter()
-        .map(|class| async move { (class, attendance.publish(class, message).await) });
-    let results = futures_util::future::join_all(sends).await;
+    let results = attendance
+        .publish_everywhere(HANDOVER_CHANNEL, &message)
+        .await;
     let mut servers = 0;
-    for (class, result) in results {
+    for (class, result) in &results {
         match result {
             Ok(received) => servers += received,
             Err(error) => {
-                tracing::warn!(%class, %error, gateway_pod = pod, "could not hand over a gateway pod's students");
+                tracing::warn!(redis_of = %class, %error, gateway_pod = pod, "could not hand over a gateway pod's students");
             }
         }
     }
-    tracing::info!(gateway_pod = pod, %address, classes = classes.len(), servers, ?within, "handing over a terminating gateway pod's students");
+    tracing::info!(gateway_pod = pod, %address, redises = results.len(), servers, ?within, "handing over a terminating gateway pod's students");
 }
 
 #[cfg(test)]

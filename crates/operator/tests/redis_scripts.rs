@@ -179,8 +179,8 @@ fn a_restarted_primary_waits_for_the_failover_and_rejoins_as_a_replica_losing_no
         );
     }
 
-    // Closed to anyone without the class's password, except what the probes and the
-    // operator's attendance reads need.
+    // Closed to anyone without the class's password, except what the probes, the operator's
+    // attendance reads and its gateway hand-overs need.
     let anonymous = format!("redis://{first}:6379");
     let refused = send(&anonymous, &["SET", "lc:{school/maths}:note", "x"]).unwrap_err();
     assert!(
@@ -192,11 +192,17 @@ fn a_restarted_primary_waits_for_the_failover_and_rejoins_as_a_replica_losing_no
         refused.to_string().to_lowercase().contains("noperm"),
         "presence is not readable: {refused}"
     );
+    let refused = send(&anonymous, &["PUBLISH", "lc:{school/maths}:bcast", "x"]).unwrap_err();
+    assert!(
+        refused.to_string().to_lowercase().contains("noperm"),
+        "a comment cannot be injected: {refused}"
+    );
     for allowed in [
         vec!["HLEN", "lc:{school/maths}:where"],
         vec!["HGETALL", "lc:{school/maths}:pods"],
         vec!["INFO", "replication"],
         vec!["ROLE"],
+        vec!["PUBLISH", "lc:handover", "{}"],
     ] {
         send(&anonymous, &allowed).unwrap_or_else(|e| panic!("{allowed:?}: {e}"));
     }

@@ -35,16 +35,28 @@ pub fn class_of_broadcast(channel: &str) -> Option<&str> {
 pub enum ClassMessage {
     /// One server's reaction counts for one tick.
     Reactions { counts: BTreeMap<String, u64> },
-    /// A gateway pod is going away (published by the operator): each connection whose TCP
-    /// peer is `gateway` is told to reconnect at its own moment within `within_ms`, so its
-    /// students move to the other gateway pods as a trickle before that pod's sockets are cut.
-    Handover { gateway: IpAddr, within_ms: u64 },
 }
 
-impl ClassMessage {
+/// The channel on which the operator announces a [`Handover`]: one per Redis, not per class
+/// (a gateway pod carries students of every class), and every server subscribes to it. The
+/// class's Redis lets anyone who reaches it (its NetworkPolicy: the class's pods and the
+/// operator) publish here without the class's password, and nowhere else: the worst a forged
+/// message does is make students reconnect, who come back with `since`.
+pub const HANDOVER_CHANNEL: &str = "lc:handover";
+
+/// A gateway pod is going away: each connection whose TCP peer is `gateway` is told to
+/// reconnect at its own moment within `within_ms`, so its students move to the other gateway
+/// pods as a trickle before that pod's sockets are cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    pub gateway: IpAddr,
+    pub within_ms: u64,
+}
+
+impl Handover {
     /// The message as published.
     pub fn to_text(&self) -> String {
-        // A map of strings to numbers and an address always serialize.
+        // An address and a number always serialize.
         serde_json::to_string(self).unwrap_or_default()
     }
 }
@@ -55,19 +67,13 @@ mod tests {
 
     #[test]
     fn a_handover_reads_back_as_published() {
-        let message = ClassMessage::Handover {
+        let message = Handover {
             gateway: "10.244.1.7".parse().unwrap(),
             within_ms: 20_000,
         };
         let text = message.to_text();
-        assert_eq!(
-            text,
-            r#"{"k":"handover","gateway":"10.244.1.7","within_ms":20000}"#
-        );
-        assert_eq!(
-            serde_json::from_str::<ClassMessage>(&text).unwrap(),
-            message
-        );
+        assert_eq!(text, r#"{"gateway":"10.244.1.7","within_ms":20000}"#);
+        assert_eq!(serde_json::from_str::<Handover>(&text).unwrap(), message);
     }
 
     #[test]

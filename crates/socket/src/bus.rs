@@ -17,7 +17,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use futures_util::StreamExt;
 use liveclass_protocol::CloseReason;
-use liveclass_protocol::bus::ClassMessage;
+use liveclass_protocol::bus::{ClassMessage, HANDOVER_CHANNEL, Handover};
 use liveclass_protocol::server::{COMMENT_PREFIX, GapReason};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -158,8 +158,11 @@ impl Bus {
             .await?;
         let (mut sink, stream) = pubsub.split();
         let pod = &self.state.pod;
-        self.within("SUBSCRIBE", sink.subscribe(keys::pod_channel(pod)))
-            .await?;
+        self.within(
+            "SUBSCRIBE",
+            sink.subscribe(&[keys::pod_channel(pod), HANDOVER_CHANNEL.to_owned()]),
+        )
+        .await?;
         let classes = self.state.hub.classes();
         if !classes.is_empty() {
             let channels: Vec<String> = classes.iter().map(|c| keys::broadcast(c)).collect();
@@ -237,6 +240,8 @@ impl Bus {
                 };
                 if channel == own_channel {
                     on_pod_message(&state, payload);
+                } else if channel == HANDOVER_CHANNEL {
+                    on_handover(&state, payload);
                 } else if let Some(class) = keys::class_of_broadcast(channel) {
                     on_class_message(&state, class, payload);
                 }
@@ -340,7 +345,18 @@ fn on_pod_message(state: &ServerState, payload: &str) {
     }
 }
 
-fn on_class_message(state: &Arc<ServerState>, class: &str, payload: &str) {
+fn on_handover(state: &Arc<ServerState>, payload: &str) {
+    match serde_json::from_str::<Handover>(payload) {
+        Ok(Handover { gateway, within_ms }) => {
+            for class in state.hub.classes() {
+                crate::handover::start(state, &class, gateway, Duration::from_millis(within_ms));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "unreadable hand-over"),
+    }
+}
+
+fn on_class_message(state: &ServerState, class: &str, payload: &str) {
     if payload.starts_with(COMMENT_PREFIX) {
         state.hub.fan_out(class, payload);
         return;
@@ -349,9 +365,7 @@ fn on_class_message(state: &Arc<ServerState>, class: &str, payload: &str) {
         Ok(ClassMessage::Reactions { counts }) => {
             state.hub.add_incoming_reactions(class, &counts);
         }
-        Ok(ClassMessage::Handover { gateway, within_ms }) => {
-            crate::handover::start(state, class, gateway, Duration::from_millis(within_ms));
-        }
+
         Err(e) => tracing::debug!(error = %e, %class, "unreadable message on a class channel"),
     }
 }

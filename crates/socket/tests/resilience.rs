@@ -136,12 +136,12 @@ async fn sigterm_drains_clients_and_exits_within_the_window() {
     );
 }
 
-/// A gateway pod that is going away hands its students over: on the operator's `handover`
+/// A gateway pod that is going away hands its students over: on the operator's hand-over
 /// the server closes the connections whose TCP peer is that pod one at a time over the window,
 /// each told to `reconnect` first; students who came another way are not touched.
 #[tokio::test]
 async fn a_gateway_handover_moves_its_students_one_by_one_and_no_one_else() {
-    use liveclass_protocol::bus::{ClassMessage, broadcast_channel};
+    use liveclass_protocol::bus::{HANDOVER_CHANNEL, Handover};
     use liveclass_testkit::caddy::Caddy;
     use liveclass_testkit::client::ConnectOptions;
 
@@ -181,13 +181,13 @@ async fn a_gateway_handover_moves_its_students_one_by_one_and_no_one_else() {
         .unwrap();
     teacher.recv_type("hello", T).await.unwrap();
 
-    let handover = ClassMessage::Handover {
+    let handover = Handover {
         gateway: std::net::IpAddr::from([127, 0, 0, 1]),
         within_ms: 2000,
     };
     let started = Instant::now();
     let subscribers = redis
-        .command(&["PUBLISH", &broadcast_channel("c"), &handover.to_text()])
+        .command(&["PUBLISH", HANDOVER_CHANNEL, &handover.to_text()])
         .unwrap();
     assert_eq!(
         subscribers.trim(),
@@ -240,7 +240,7 @@ async fn a_gateway_handover_moves_its_students_one_by_one_and_no_one_else() {
     }
     // The same message again (the operator restarted) finds nobody left to move.
     redis
-        .command(&["PUBLISH", &broadcast_channel("c"), &handover.to_text()])
+        .command(&["PUBLISH", HANDOVER_CHANNEL, &handover.to_text()])
         .unwrap();
     for client in &mut around {
         match client.recv(Duration::from_millis(500)).await {

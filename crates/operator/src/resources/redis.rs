@@ -156,11 +156,12 @@ done
 data=${DATA_DIR:-/data}
 # Who may do what: the class's own clients (socket servers, replicas, Sentinels) log in as
 # `liveclass` with the class's password; anyone else who can reach the node may only PING and
-# ask INFO and ROLE (the probes) and read the two attendance figures the operator reads.
+# ask INFO and ROLE (the probes), read the two attendance figures the operator reads, and
+# publish a gateway hand-over (at worst, students reconnect).
 pw=$(cat "$PASSWORD_FILE")
 umask 077
 cat > "$data/auth.conf" <<EOF
-user default on nopass resetchannels -@all +ping +info +role (+hlen ~lc:*:where) (+hgetall ~lc:*:pods)
+user default on nopass resetchannels -@all +ping +info +role (+hlen ~lc:*:where) (+hgetall ~lc:*:pods) (+publish &lc:handover)
 user $USER_NAME on >$pw ~* &* +@all
 masteruser $USER_NAME
 masterauth $pw

@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use liveclass_api::{LiveClass, Phase};
-use liveclass_protocol::bus::{ClassMessage, broadcast_channel};
+use liveclass_protocol::bus::{HANDOVER_CHANNEL, Handover};
 use liveclass_testkit::{RedisServer, cluster::TestNamespace, wait};
 use serde_json::json;
 
@@ -109,12 +109,12 @@ async fn the_gateway_follows_the_classes_planned_capacity() {
     assert_eq!(seen, steps, "the gateway's replicas on the way down");
 }
 
-/// A gateway pod that terminates is handed over: the operator publishes a `handover` naming
-/// the pod's address on the channel of each class whose Redis it reads, at once (the pod's
-/// preStop waits out the window). What the socket servers do with it is shown in
+/// A gateway pod that terminates is handed over: the operator publishes a hand-over naming
+/// the pod's address on every Redis it reads attendance from, at once (the pod's preStop
+/// waits out the window). What the socket servers do with it is shown in
 /// `crates/socket/tests/resilience.rs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_terminating_gateway_pod_is_handed_over_on_each_live_class_channel() {
+async fn a_terminating_gateway_pod_is_handed_over_on_the_redis_of_a_live_class() {
     let cluster = cluster().await;
     let ns = cluster.namespace("gateway-handover").await.unwrap();
     create_gateway(&ns).await;
@@ -149,10 +149,7 @@ async fn a_terminating_gateway_pod_is_handed_over_on_each_live_class_channel() {
         .get_async_pubsub()
         .await
         .unwrap();
-    pubsub
-        .subscribe(broadcast_channel(&class_id(&ns, "now")))
-        .await
-        .unwrap();
+    pubsub.subscribe(HANDOVER_CHANNEL).await.unwrap();
 
     let pods = ns.api::<Pod>();
     let selected = ListParams::default().labels("app=gw");
@@ -177,11 +174,11 @@ async fn a_terminating_gateway_pod_is_handed_over_on_each_live_class_channel() {
         .await
         .expect("no hand-over published within 15 s of the delete")
         .unwrap();
-    let message: ClassMessage =
+    let message: Handover =
         serde_json::from_str(&message.get_payload::<String>().unwrap()).unwrap();
     assert_eq!(
         message,
-        ClassMessage::Handover {
+        Handover {
             gateway: address,
             within_ms: 3000
         }

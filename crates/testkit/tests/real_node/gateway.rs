@@ -631,7 +631,17 @@ async fn a_gateway_pod_that_goes_hands_its_students_over_one_by_one_on_the_real_
     for reader in readers {
         let (reconnect, close) = reader.await.unwrap();
         let at = reconnect.unwrap_or_else(|e| {
-            panic!("a student of the leaving gateway pod got no reconnect: {e:?}")
+            let logs = |what: &str| {
+                kubectl(
+                    cluster,
+                    &["logs", "-n", &ns, what, "--tail", "30", "--all-containers"],
+                )
+            };
+            panic!(
+                "a student of the leaving gateway pod got no reconnect: {e:?}\noperator:\n{}\nsocket:\n{}",
+                logs("deployment/relay-liveclass-operator"),
+                logs(&format!("deployment/{class}-socket")),
+            )
         });
         assert!(
             matches!(
