@@ -74,6 +74,22 @@ async fn redis_restarting_mid_class_is_survived() {
     );
 }
 
+/// Waits (4 s at most) for the client's `reconnect` and the server's 1001 after it; returns
+/// when the `reconnect` came, since `started`.
+async fn told_to_reconnect(mut client: TestClient, started: Instant) -> Duration {
+    let reconnect = client
+        .recv_type("reconnect", Duration::from_secs(4))
+        .await
+        .unwrap();
+    let at = started.elapsed();
+    assert!(reconnect["after_ms"].as_u64().unwrap() <= 1000);
+    match client.recv(Duration::from_secs(2)).await.unwrap() {
+        Received::Close(Some((1001, reason))) => assert_eq!(reason, "draining"),
+        other => panic!("expected close 1001 after reconnect, got {other:?}"),
+    }
+    at
+}
+
 #[tokio::test]
 async fn sigterm_drains_clients_and_exits_within_the_window() {
     let redis = redis();
@@ -97,21 +113,7 @@ async fn sigterm_drains_clients_and_exits_within_the_window() {
     // Read every client at once, so each arrival time is its own.
     let readers: Vec<_> = clients
         .into_iter()
-        .map(|mut client| {
-            tokio::spawn(async move {
-                let reconnect = client
-                    .recv_type("reconnect", Duration::from_secs(4))
-                    .await
-                    .unwrap();
-                let at = started.elapsed();
-                assert!(reconnect["after_ms"].as_u64().unwrap() <= 1000);
-                match client.recv(Duration::from_secs(2)).await.unwrap() {
-                    Received::Close(Some((1001, reason))) => assert_eq!(reason, "draining"),
-                    other => panic!("expected close 1001 after reconnect, got {other:?}"),
-                }
-                at
-            })
-        })
+        .map(|client| tokio::spawn(told_to_reconnect(client, started)))
         .collect();
     let mut delays = Vec::new();
     for reader in readers {
@@ -196,21 +198,7 @@ async fn a_gateway_handover_moves_its_students_one_by_one_and_no_one_else() {
     );
     let readers: Vec<_> = via
         .into_iter()
-        .map(|mut client| {
-            tokio::spawn(async move {
-                let reconnect = client
-                    .recv_type("reconnect", Duration::from_secs(4))
-                    .await
-                    .unwrap();
-                let at = started.elapsed();
-                assert!(reconnect["after_ms"].as_u64().unwrap() <= 1000);
-                match client.recv(Duration::from_secs(2)).await.unwrap() {
-                    Received::Close(Some((1001, reason))) => assert_eq!(reason, "draining"),
-                    other => panic!("expected close 1001 after reconnect, got {other:?}"),
-                }
-                at
-            })
-        })
+        .map(|client| tokio::spawn(told_to_reconnect(client, started)))
         .collect();
     let mut moments = Vec::new();
     for reader in readers {

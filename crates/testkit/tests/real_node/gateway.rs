@@ -4,16 +4,16 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
-use kube::api::{DeleteParams, ListParams};
+use kube::api::ListParams;
 use liveclass_testkit::client::ClientError;
 use liveclass_testkit::{LocalCluster, TestClient, TokenMinter, wait};
 use serde_json::{Value, json};
 
 use crate::{
-    class_capacity, gateway_values, helm, install_chart, kubectl, real_node_namespace, rfc3339,
-    version,
+    class_capacity, gateway_values, install_chart, kubectl, real_node_namespace, rfc3339,
+    uninstall_chart, version,
 };
 
 const STUDENTS: usize = 10;
@@ -393,18 +393,7 @@ async fn one_gateway_routes_every_class_without_a_restart_on_the_real_node() {
     );
 
     drop((rooms, chemistry));
-    kubectl(
-        cluster,
-        &["delete", "-n", &ns, "liveclass", "--all", "--wait=true"],
-    );
-    helm(
-        cluster,
-        &["uninstall", "hall", "--namespace", &ns, "--wait"],
-    );
-    Api::<Namespace>::all(client)
-        .delete(&ns, &DeleteParams::default())
-        .await
-        .unwrap();
+    uninstall_chart(cluster, client, "hall", &ns).await;
 }
 
 /// HTTPS from a Kubernetes TLS Secret, the kind cert-manager writes: the chart's gateway with
@@ -526,18 +515,7 @@ spec:
     );
     assert!(report.contains("lost 0 · duplicated 0"), "{report}");
 
-    kubectl(
-        cluster,
-        &["delete", "-n", &ns, "liveclass", "--all", "--wait=true"],
-    );
-    helm(
-        cluster,
-        &["uninstall", "secure", "--namespace", &ns, "--wait"],
-    );
-    Api::<Namespace>::all(client)
-        .delete(&ns, &DeleteParams::default())
-        .await
-        .unwrap();
+    uninstall_chart(cluster, client, "secure", &ns).await;
 }
 
 /// The Ready gateway pods: name and address, once there are `n`.
@@ -683,16 +661,5 @@ async fn a_gateway_pod_that_goes_hands_its_students_over_one_by_one_on_the_real_
     room.all_still_here("after the hand-over").await;
 
     drop(room);
-    kubectl(
-        cluster,
-        &["delete", "-n", &ns, "liveclass", "--all", "--wait=true"],
-    );
-    helm(
-        cluster,
-        &["uninstall", "relay", "--namespace", &ns, "--wait"],
-    );
-    Api::<Namespace>::all(client)
-        .delete(&ns, &DeleteParams::default())
-        .await
-        .unwrap();
+    uninstall_chart(cluster, client, "relay", &ns).await;
 }

@@ -418,6 +418,23 @@ fn install_chart(cluster: &LocalCluster, release: &str, ns: &str, sets: &[String
 }
 
 /// The chart's gateway, one pod from the image built here, looking classes up every second.
+/// The end of a test that installed the chart: the namespace's LiveClasses deleted (their
+/// objects with them), the release uninstalled, the namespace deleted.
+async fn uninstall_chart(cluster: &LocalCluster, client: kube::Client, release: &str, ns: &str) {
+    kubectl(
+        cluster,
+        &["delete", "-n", ns, "liveclass", "--all", "--wait=true"],
+    );
+    helm(
+        cluster,
+        &["uninstall", release, "--namespace", ns, "--wait"],
+    );
+    Api::<Namespace>::all(client)
+        .delete(ns, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
 fn gateway_values() -> Vec<String> {
     let v = version();
     [
@@ -853,14 +870,7 @@ spec:
         "left after deleting the LiveClass: {left}"
     );
 
-    helm(
-        cluster,
-        &["uninstall", "school", "--namespace", &ns, "--wait"],
-    );
-    Api::<Namespace>::all(client)
-        .delete(&ns, &DeleteParams::default())
-        .await
-        .unwrap();
+    uninstall_chart(cluster, client, "school", &ns).await;
 }
 
 /// Issue 13 on real pods: a LiveClass with `redis.mode: Replicated` gets three Redis nodes and
@@ -1245,9 +1255,5 @@ spec:
             "--timeout=120s",
         ],
     );
-    helm(cluster, &["uninstall", "lab", "--namespace", &ns, "--wait"]);
-    Api::<Namespace>::all(client)
-        .delete(&ns, &DeleteParams::default())
-        .await
-        .unwrap();
+    uninstall_chart(cluster, client, "lab", &ns).await;
 }
