@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Client, ResourceExt,
@@ -138,25 +138,47 @@ impl Context {
         if !observe::is_socket_pod(pod) {
             return;
         }
-        let (Some(namespace), Some(class), Some(took)) = (
+        let (Some(namespace), Some(class), Some(created)) = (
             pod.namespace(),
             pod.labels().get(CLASS_LABEL).cloned(),
-            observe::started_in(pod),
+            pod.creation_timestamp()
+                .as_ref()
+                .and_then(liveclass_api::time::from_k8s),
         ) else {
             return;
         };
         let Ok(mut startup) = self.startup.lock() else {
             return;
         };
-        let before = startup.namespace(&namespace);
-        if !startup.record(&namespace, &class, &pod.uid().unwrap_or_default(), took) {
+        let uid = pod.uid().unwrap_or_default();
+        let asked = startup.last_asked(&namespace, &class);
+        let Some((_, ready)) = observe::created_and_ready(pod) else {
+            // Still starting: a floor under the namespace's lead until it is Ready.
+            if pod.metadata.deletion_timestamp.is_none() {
+                startup.starting(&namespace, &class, &uid, startup::began(asked, created));
+            }
+            return;
+        };
+        let Some(took) = startup::start_up(asked, created, ready) else {
+            return;
+        };
+        let now = Utc::now();
+        let before = startup.namespace(&namespace, now);
+        if !startup.record(&namespace, &class, &uid, took) {
             return;
         }
-        let after = startup.namespace(&namespace);
+        let after = startup.namespace(&namespace, now);
         drop(startup);
         tracing::debug!(%class, ?took, "pod start-up measured");
         if before != after {
             self.replan_namespace(&namespace, before.as_ref(), after.as_ref());
+        }
+    }
+
+    /// The operator raised the class's socket replicas at `at`.
+    fn asked_for_pods(&self, namespace: &str, name: &str, at: DateTime<Utc>) {
+        if let Ok(mut startup) = self.startup.lock() {
+            startup.asked(namespace, name, at);
         }
     }
 
@@ -173,7 +195,39 @@ impl Context {
 
     /// What is known of how long the class's pods take to start.
     fn pod_startup(&self, namespace: &str, name: &str) -> Option<Estimate> {
-        self.startup.lock().ok()?.estimate(namespace, name)
+        self.startup
+            .lock()
+            .ok()?
+            .estimate(namespace, name, Utc::now())
+    }
+
+    /// Re-plans the classes of each namespace whose floor (the oldest pod still starting) moved
+    /// a class's lead since the last look; called every [`startup::FLOOR_STEP`].
+    pub fn follow_starting_pods(&self, last: &mut HashMap<String, Option<Estimate>>) {
+        let now = Utc::now();
+        let moved: Vec<(String, Option<Estimate>, Option<Estimate>)> = {
+            let Ok(startup) = self.startup.lock() else {
+                return;
+            };
+            let mut namespaces = startup.namespaces_starting();
+            namespaces.extend(last.keys().cloned());
+            namespaces
+                .into_iter()
+                .filter_map(|ns| {
+                    let after = startup.namespace(&ns, now);
+                    let before = last.get(&ns).cloned().flatten();
+                    (before != after).then_some((ns, before, after))
+                })
+                .collect()
+        };
+        for (ns, before, after) in moved {
+            self.replan_namespace(&ns, before.as_ref(), after.as_ref());
+            if after.as_ref().is_some_and(|e| !e.floor.is_zero()) {
+                last.insert(ns, after);
+            } else {
+                last.remove(&ns);
+            }
+        }
     }
 
     fn replan_namespace(
@@ -204,6 +258,7 @@ impl Context {
                 .unwrap_or(1);
             let lead = |e: Option<&Estimate>| startup::lead(spec, e, true, pods);
             if socket.learn_pod_startup && lead(before) != lead(after) {
+                tracing::debug!(class = %lc.name_any(), from = ?lead(before), to = ?lead(after), "the namespace's start-up estimate moved the lead: re-planning");
                 let _ = self.replan.trigger.send(ObjectRef::from_obj(lc.as_ref()));
             }
         }
@@ -343,6 +398,16 @@ async fn reconcile_inner(lc: &LiveClass, ctx: &Context) -> Result<(Action, &'sta
             ctx.applier.publish(lc, &[note]).await;
         }
         return Err(error);
+    }
+    // A raise of the socket replicas: the pods it brings are counted from now (`startup`).
+    let asked = decision
+        .desired
+        .as_ref()
+        .and_then(|d| d.deployment.as_ref())
+        .and_then(|d| d.spec.replicas);
+    let had = world.deployment.as_ref().and_then(|d| d.replicas);
+    if asked.is_some_and(|asked| u32::try_from(asked).unwrap_or(0) > had.unwrap_or(0)) {
+        ctx.asked_for_pods(&namespace, &name, now);
     }
     if decision.status != old {
         let written = ctx.applier.write_status(lc, &decision.status).await?;

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
     autoscaling::v2::HorizontalPodAutoscaler,
@@ -204,6 +205,12 @@ pub fn is_socket_pod(p: &Pod) -> bool {
 
 /// From the pod's creation to its Ready condition turning true, if it is Ready.
 pub fn started_in(p: &Pod) -> Option<std::time::Duration> {
+    let (created, ready) = created_and_ready(p)?;
+    (ready - created).to_std().ok()
+}
+
+/// When the pod was created and when its Ready condition last turned true, once it is Ready.
+pub fn created_and_ready(p: &Pod) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     let created = p.metadata.creation_timestamp.as_ref()?;
     let ready = p
         .status
@@ -212,8 +219,10 @@ pub fn started_in(p: &Pod) -> Option<std::time::Duration> {
         .iter()
         .flatten()
         .find(|c| c.type_ == "Ready" && c.status == "True")?;
-    let since = from_k8s(ready.last_transition_time.as_ref()?)?;
-    (since - from_k8s(created)?).to_std().ok()
+    Some((
+        from_k8s(created)?,
+        from_k8s(ready.last_transition_time.as_ref()?)?,
+    ))
 }
 
 pub fn world(stores: &Stores, lc: &LiveClass, attendance: AttendanceView) -> World {

@@ -414,6 +414,18 @@ async fn control(shared: Arc<Shared>) {
                 tracing::debug!(%error, "controller event");
             }
         });
+    // Pods still starting raise their namespace's lead as they age (`startup`): the classes it
+    // moves are re-planned every step of that floor.
+    let starting = ctx.clone();
+    let follow_starting = async move {
+        let mut last = std::collections::HashMap::new();
+        let mut ticks = tokio::time::interval(crate::startup::FLOOR_STEP);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            starting.follow_starting_pods(&mut last);
+        }
+    };
     let startup = ctx.clone();
     let pods_cache = pod_events.for_each(move |event| {
         match event {
@@ -449,5 +461,6 @@ async fn control(shared: Arc<Shared>) {
         () = controller => {}
         () = pods_cache => {}
         () = gateway => {}
+        () = follow_starting => {}
     }
 }

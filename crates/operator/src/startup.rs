@@ -14,12 +14,29 @@
 //! 95th percentile but the 95th percentile of the slowest of `k`: with independent start-ups,
 //! the `0.95^(1/k)` quantile of the samples ([`Estimate::lead_for`]).
 //!
+//! A start-up is counted from when the operator asked for the pod — the instant it raised the
+//! class's replicas — not from the pod's creation: what the plan must lead by is the whole way
+//! from that decision to Ready, and on a busy control plane the Deployment and ReplicaSet
+//! controllers take seconds to create the pods (the school day measured 8 s between a raise
+//! and its last pod's creation). A pod created long after the last raise (a replacement) is
+//! counted from its creation ([`start_up`]).
+//!
+//! Pods still starting count too, as what they are: censored samples, known only to take at
+//! least their age so far. The first pods of a day that land on a slow node are Ready a minute
+//! after the fast ones; until then the finished samples say "fast", and a class planned in that
+//! minute would lead by too little. So the lead is never shorter than the age of the oldest pod
+//! of the namespace still starting ([`Estimate::floor`], in steps of [`FLOOR_STEP`]; a pod
+//! starting for longer than [`STUCK`] is stuck, not slow, and is left out), and the operator
+//! re-plans the namespace's classes as that floor rises.
+//!
 //! Pure: [`Estimator`] holds samples; which pods to count and when is the caller's.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     time::Duration,
 };
+
+use chrono::{DateTime, Utc};
 
 /// Start-ups kept per class and per namespace (the newest).
 pub const KEPT: usize = 50;
@@ -28,6 +45,42 @@ pub const MIN_SAMPLES: usize = 3;
 /// A pod that took longer than this was not starting up (it was unready for some other reason,
 /// or the operator saw an old pod's later readiness); it is not a sample.
 pub const LONGEST: Duration = Duration::from_secs(30 * 60);
+
+/// A pod starting for longer than this is stuck (an image that cannot be pulled, no room on
+/// any node), not slow: it sets no floor.
+pub const STUCK: Duration = Duration::from_secs(300);
+/// The floor rises in steps of this much, so re-plans follow it every few seconds, not every
+/// second.
+pub const FLOOR_STEP: Duration = Duration::from_secs(5);
+
+/// A pod created this long after the class's replicas were last raised was not created for
+/// that raise (a replacement, a pod the HPA added): it is counted from its creation.
+pub const ASKED_WITHIN: Duration = Duration::from_secs(120);
+
+/// When a pod's start-up began: at `asked` (when the operator last raised its class's
+/// replicas) if the pod was created for that raise, else at its creation. API timestamps are
+/// whole seconds, so a pod created in the second of the raise counts as after it.
+pub fn began(asked: Option<DateTime<Utc>>, created: DateTime<Utc>) -> DateTime<Utc> {
+    let second = chrono::TimeDelta::seconds(1);
+    match asked {
+        Some(asked)
+            if created + second > asked
+                && (created - asked).to_std().unwrap_or_default() <= ASKED_WITHIN =>
+        {
+            asked.min(created + second)
+        }
+        _ => created,
+    }
+}
+
+/// How long a pod took to become Ready, from when its start-up [`began`].
+pub fn start_up(
+    asked: Option<DateTime<Utc>>,
+    created: DateTime<Utc>,
+    ready: DateTime<Utc>,
+) -> Option<Duration> {
+    (ready - began(asked, created)).to_std().ok()
+}
 
 /// Whose pods an estimate comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +104,9 @@ pub struct Estimate {
     /// The samples, shortest first.
     sorted: Vec<Duration>,
     pub scope: Scope,
+    /// How long the oldest pod of the namespace still starting has been at it (rounded up to
+    /// [`FLOOR_STEP`]): no lead is shorter.
+    pub floor: Duration,
 }
 
 impl Estimate {
@@ -60,7 +116,14 @@ impl Estimate {
         Self {
             sorted: samples,
             scope,
+            floor: Duration::ZERO,
         }
+    }
+
+    /// The same, with pods still starting for at least `floor`.
+    pub fn with_floor(mut self, floor: Duration) -> Self {
+        self.floor = floor;
+        self
     }
 
     pub fn samples(&self) -> usize {
@@ -80,9 +143,11 @@ impl Estimate {
         self.quantile(0.95)
     }
 
-    /// The 95th percentile of the time until all of `pods` new pods are Ready.
+    /// The 95th percentile of the time until all of `pods` new pods are Ready, and never less
+    /// than the floor.
     pub fn lead_for(&self, pods: u32) -> Duration {
         self.quantile(0.95_f64.powf(1.0 / f64::from(pods.max(1))))
+            .max(self.floor)
     }
 }
 
@@ -108,6 +173,15 @@ struct Class {
     samples: Samples,
     /// The class's pods that exist and were counted (so each is counted once).
     counted: HashSet<String>,
+    /// When the operator last raised the class's replicas.
+    asked: Option<DateTime<Utc>>,
+}
+
+/// A pod not Ready yet: its namespace, and when its start-up began.
+#[derive(Debug)]
+struct Starting {
+    namespace: String,
+    since: DateTime<Utc>,
 }
 
 /// Start-up samples per class and per namespace; each pod counted once.
@@ -115,6 +189,8 @@ struct Class {
 pub struct Estimator {
     classes: HashMap<(String, String), Class>,
     namespaces: HashMap<String, Samples>,
+    /// Pods not Ready yet, by uid.
+    starting: HashMap<String, Starting>,
 }
 
 impl Estimator {
@@ -125,6 +201,7 @@ impl Estimator {
             .classes
             .entry((namespace.to_owned(), name.to_owned()))
             .or_default();
+        self.starting.remove(uid);
         if took > LONGEST || !class.counted.insert(uid.to_owned()) {
             return false;
         }
@@ -136,8 +213,68 @@ impl Estimator {
         true
     }
 
+    /// Notes that the operator raised the class's replicas at `at`: the pods created for it are
+    /// counted from then.
+    pub fn asked(&mut self, namespace: &str, name: &str, at: DateTime<Utc>) {
+        self.classes
+            .entry((namespace.to_owned(), name.to_owned()))
+            .or_default()
+            .asked = Some(at);
+    }
+
+    /// When the operator last raised the class's replicas.
+    pub fn last_asked(&self, namespace: &str, name: &str) -> Option<DateTime<Utc>> {
+        self.classes
+            .get(&(namespace.to_owned(), name.to_owned()))?
+            .asked
+    }
+
+    /// Notes pod `uid` of class `name`, not Ready yet, starting since `since` (where its
+    /// start-up [`began`]). A pod that was Ready before and is not now (its server lost Redis)
+    /// is not starting: it is ignored.
+    pub fn starting(&mut self, namespace: &str, name: &str, uid: &str, since: DateTime<Utc>) {
+        if self
+            .classes
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .is_some_and(|c| c.counted.contains(uid))
+        {
+            return;
+        }
+        self.starting.insert(
+            uid.to_owned(),
+            Starting {
+                namespace: namespace.to_owned(),
+                since,
+            },
+        );
+    }
+
+    /// How long the oldest pod of `namespace` still starting (and not stuck) has been at it at
+    /// `now`, rounded up to [`FLOOR_STEP`]; zero when none is.
+    pub fn floor(&self, namespace: &str, now: DateTime<Utc>) -> Duration {
+        let oldest = self
+            .starting
+            .values()
+            .filter(|s| s.namespace == namespace)
+            .filter_map(|s| (now - s.since).to_std().ok())
+            .filter(|age| *age <= STUCK)
+            .max()
+            .unwrap_or_default();
+        let step = FLOOR_STEP.as_secs().max(1);
+        Duration::from_secs(oldest.as_secs().div_ceil(step) * step)
+    }
+
+    /// The namespaces with a pod still starting.
+    pub fn namespaces_starting(&self) -> HashSet<String> {
+        self.starting
+            .values()
+            .map(|s| s.namespace.clone())
+            .collect()
+    }
+
     /// Forgets that pod `uid` was counted (it is gone; uids never come back).
     pub fn pod_gone(&mut self, namespace: &str, name: &str, uid: &str) {
+        self.starting.remove(uid);
         if let Some(class) = self
             .classes
             .get_mut(&(namespace.to_owned(), name.to_owned()))
@@ -147,23 +284,36 @@ impl Estimator {
     }
 
     /// The class's own or its namespace's, whichever plans for the longer start-up (each once
-    /// it has [`MIN_SAMPLES`]).
-    pub fn estimate(&self, namespace: &str, name: &str) -> Option<Estimate> {
+    /// it has [`MIN_SAMPLES`]), never below the namespace's floor at `now`.
+    pub fn estimate(&self, namespace: &str, name: &str, now: DateTime<Utc>) -> Option<Estimate> {
         let own = self
             .classes
             .get(&(namespace.to_owned(), name.to_owned()))
             .and_then(|c| c.samples.estimate(Scope::Class));
-        let ns = self.namespace(namespace);
+        let ns = self.namespace(namespace, now);
+        let floor = self.floor(namespace, now);
         match (own, ns) {
             (Some(own), Some(ns)) if ns.p95() > own.p95() => Some(ns),
-            (Some(own), _) => Some(own),
+            (Some(own), _) => Some(own.with_floor(floor)),
             (None, ns) => ns,
         }
     }
 
-    /// The namespace's figures alone (what a class without enough of its own uses).
-    pub fn namespace(&self, namespace: &str) -> Option<Estimate> {
-        self.namespaces.get(namespace)?.estimate(Scope::Namespace)
+    /// The namespace's figures alone (what a class without enough of its own uses), with its
+    /// floor at `now`: a floor alone, before any pod finished, is an estimate too.
+    pub fn namespace(&self, namespace: &str, now: DateTime<Utc>) -> Option<Estimate> {
+        let floor = self.floor(namespace, now);
+        match self
+            .namespaces
+            .get(namespace)
+            .and_then(|s| s.estimate(Scope::Namespace))
+        {
+            Some(e) => Some(e.with_floor(floor)),
+            None if !floor.is_zero() => {
+                Some(Estimate::from_samples(Vec::new(), Scope::Namespace).with_floor(floor))
+            }
+            None => None,
+        }
     }
 
     /// Forgets a deleted class's own samples (its namespace keeps them).
@@ -191,6 +341,14 @@ mod tests {
         Duration::from_secs(s)
     }
 
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn at(s: i64) -> DateTime<Utc> {
+        t0() + chrono::TimeDelta::seconds(s)
+    }
+
     fn add(e: &mut Estimator, ns: &str, class: &str, uid: &str, took: Duration) -> bool {
         e.record(ns, class, uid, took)
     }
@@ -200,7 +358,7 @@ mod tests {
         let mut e = Estimator::default();
         add(&mut e, "ns", "a", "p1", secs(10));
         add(&mut e, "ns", "a", "p2", secs(12));
-        assert_eq!(e.estimate("ns", "a"), None);
+        assert_eq!(e.estimate("ns", "a", t0()), None);
     }
 
     #[test]
@@ -210,7 +368,7 @@ mod tests {
         for s in 1..=20 {
             add(&mut e, "ns", "a", &format!("p{s}"), secs(s));
         }
-        let est = e.estimate("ns", "a").unwrap();
+        let est = e.estimate("ns", "a", t0()).unwrap();
         assert_eq!(
             (est.p95(), est.samples(), est.scope),
             (secs(19), 20, Scope::Class)
@@ -220,7 +378,7 @@ mod tests {
         for (i, ms) in [4_100, 4_200, 4_300].into_iter().enumerate() {
             add(&mut e, "ns", "a", &i.to_string(), Duration::from_millis(ms));
         }
-        assert_eq!(e.estimate("ns", "a").unwrap().p95(), secs(5));
+        assert_eq!(e.estimate("ns", "a", t0()).unwrap().p95(), secs(5));
     }
 
     #[test]
@@ -243,9 +401,9 @@ mod tests {
             add(&mut e, "ns", "a", &format!("fast{i}"), secs(5));
         }
         add(&mut e, "ns", "a", "slow0", secs(60));
-        assert_eq!(e.estimate("ns", "a").unwrap().p95(), secs(5));
+        assert_eq!(e.estimate("ns", "a", t0()).unwrap().p95(), secs(5));
         add(&mut e, "ns", "a", "slow1", secs(60));
-        assert_eq!(e.estimate("ns", "a").unwrap().p95(), secs(60));
+        assert_eq!(e.estimate("ns", "a", t0()).unwrap().p95(), secs(60));
     }
 
     #[test]
@@ -260,7 +418,7 @@ mod tests {
         e.pod_gone("ns", "a", "p");
         add(&mut e, "ns", "a", "q", secs(10));
         add(&mut e, "ns", "a", "r", secs(10));
-        assert_eq!(e.estimate("ns", "a").unwrap().samples(), 3);
+        assert_eq!(e.estimate("ns", "a", t0()).unwrap().samples(), 3);
     }
 
     #[test]
@@ -269,10 +427,10 @@ mod tests {
         for i in 0..5 {
             add(&mut e, "school", "old", &format!("o{i}"), secs(40));
         }
-        let est = e.estimate("school", "new").unwrap();
+        let est = e.estimate("school", "new", t0()).unwrap();
         assert_eq!((est.p95(), est.scope), (secs(40), Scope::Namespace));
         assert_eq!(
-            e.estimate("elsewhere", "new"),
+            e.estimate("elsewhere", "new", t0()),
             None,
             "namespaces do not mix"
         );
@@ -280,7 +438,7 @@ mod tests {
         for i in 0..3 {
             add(&mut e, "school", "new", &format!("n{i}"), secs(8));
         }
-        let est = e.estimate("school", "new").unwrap();
+        let est = e.estimate("school", "new", t0()).unwrap();
         assert_eq!((est.p95(), est.scope), (secs(40), Scope::Namespace));
     }
 
@@ -294,9 +452,9 @@ mod tests {
         for i in 0..100 {
             add(&mut e, "school", "other", &format!("o{i}"), secs(10));
         }
-        let est = e.estimate("school", "big-image").unwrap();
+        let est = e.estimate("school", "big-image", t0()).unwrap();
         assert_eq!((est.p95(), est.scope), (secs(90), Scope::Class));
-        assert_eq!(e.estimate("school", "other").unwrap().p95(), secs(10));
+        assert_eq!(e.estimate("school", "other", t0()).unwrap().p95(), secs(10));
     }
 
     #[test]
@@ -308,8 +466,79 @@ mod tests {
         for i in 0..KEPT {
             add(&mut e, "ns", "a", &format!("fast{i}"), secs(6));
         }
-        let est = e.estimate("ns", "a").unwrap();
+        let est = e.estimate("ns", "a", t0()).unwrap();
         assert_eq!((est.p95(), est.samples()), (secs(6), KEPT));
+    }
+
+    #[test]
+    fn a_start_up_counts_from_the_raise_that_asked_for_the_pod() {
+        let raised = at(0) + chrono::TimeDelta::milliseconds(400);
+        // Created 8 s after the raise (the controllers were busy), Ready 50 s after creation:
+        // the plan had to lead by 57.6 s, not 50.
+        assert_eq!(
+            start_up(Some(raised), at(8), at(58)),
+            Some(Duration::from_millis(57_600))
+        );
+        // Created in the raise's own second (the API's timestamps are whole seconds).
+        assert_eq!(
+            start_up(Some(raised), at(0), at(20)),
+            Some(Duration::from_millis(19_600))
+        );
+        // A replacement long after the raise, or a pod from before it: from its creation.
+        assert_eq!(start_up(Some(raised), at(600), at(630)), Some(secs(30)));
+        assert_eq!(start_up(Some(raised), at(-30), at(10)), Some(secs(40)));
+        assert_eq!(start_up(None, at(5), at(15)), Some(secs(10)));
+        let mut e = Estimator::default();
+        assert_eq!(e.last_asked("ns", "a"), None);
+        e.asked("ns", "a", raised);
+        assert_eq!(e.last_asked("ns", "a"), Some(raised));
+    }
+
+    #[test]
+    fn a_pod_still_starting_is_a_floor_under_the_lead() {
+        let mut e = Estimator::default();
+        // The morning's first pods all landed on fast nodes: 10 s.
+        for i in 0..10 {
+            add(&mut e, "school", "early", &format!("f{i}"), secs(10));
+        }
+        let fast = e.namespace("school", at(0)).unwrap();
+        assert_eq!((fast.lead_for(4), fast.floor), (secs(10), secs(0)));
+        // A scale-up's pod on a slow node, not Ready 32 s on: whoever plans now leads by 35 s
+        // (in steps of 5), before any slow pod has finished.
+        e.starting("school", "late", "slow", at(0));
+        let now = e.namespace("school", at(32)).unwrap();
+        assert_eq!((now.floor, now.lead_for(4)), (secs(35), secs(35)));
+        assert_eq!(
+            e.estimate("school", "other", at(32)).unwrap().lead_for(1),
+            secs(35)
+        );
+        assert_eq!(
+            e.namespaces_starting(),
+            HashSet::from(["school".to_owned()])
+        );
+        // Other namespaces are not affected; a stuck pod sets no floor.
+        assert_eq!(e.floor("elsewhere", at(32)), secs(0));
+        assert_eq!(e.floor("school", at(400)), secs(0));
+        // Once Ready it is a sample like any other, and no longer a floor.
+        add(&mut e, "school", "late", "slow", secs(55));
+        assert_eq!(e.floor("school", at(60)), secs(0));
+        assert!(e.namespaces_starting().is_empty());
+        // Ready once, unready later (its server lost Redis): not starting again.
+        e.starting("school", "late", "slow", at(50));
+        assert_eq!(e.floor("school", at(90)), secs(0));
+        // A floor alone, before any pod of the namespace finished, is an estimate.
+        let mut e = Estimator::default();
+        e.starting("new-school", "c", "p", at(0));
+        assert_eq!(
+            e.namespace("new-school", at(2)).unwrap().lead_for(1),
+            secs(5)
+        );
+        assert_eq!(
+            e.namespace("new-school", at(41)).unwrap().lead_for(3),
+            secs(45)
+        );
+        e.pod_gone("new-school", "c", "p");
+        assert_eq!(e.namespace("new-school", at(41)), None);
     }
 
     #[test]
