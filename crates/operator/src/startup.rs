@@ -25,7 +25,7 @@
 //! least their age so far. The first pods of a day that land on a slow node are Ready a minute
 //! after the fast ones; until then the finished samples say "fast", and a class planned in that
 //! minute would lead by too little. So the lead is never shorter than the age of the oldest pod
-//! of the namespace still starting ([`Estimate::floor`], in steps of [`FLOOR_STEP`]; a pod
+//! of the namespace still starting ([`Estimate::floor`], rounded down to [`FLOOR_STEP`]; a pod
 //! starting for longer than [`STUCK`] is stuck, not slow, and is left out), and the operator
 //! re-plans the namespace's classes as that floor rises.
 //!
@@ -104,7 +104,7 @@ pub struct Estimate {
     /// The samples, shortest first.
     sorted: Vec<Duration>,
     pub scope: Scope,
-    /// How long the oldest pod of the namespace still starting has been at it (rounded up to
+    /// How long the oldest pod of the namespace still starting has been at it (rounded down to
     /// [`FLOOR_STEP`]): no lead is shorter.
     pub floor: Duration,
 }
@@ -250,7 +250,7 @@ impl Estimator {
     }
 
     /// How long the oldest pod of `namespace` still starting (and not stuck) has been at it at
-    /// `now`, rounded up to [`FLOOR_STEP`]; zero when none is.
+    /// `now`, rounded down to [`FLOOR_STEP`]; zero when none is.
     pub fn floor(&self, namespace: &str, now: DateTime<Utc>) -> Duration {
         let oldest = self
             .starting
@@ -260,8 +260,10 @@ impl Estimator {
             .filter(|age| *age <= STUCK)
             .max()
             .unwrap_or_default();
+        // Down, not up: a floor says "at least", and must not lead a class by more than any
+        // pod has yet taken.
         let step = FLOOR_STEP.as_secs().max(1);
-        Duration::from_secs(oldest.as_secs().div_ceil(step) * step)
+        Duration::from_secs(oldest.as_secs() / step * step)
     }
 
     /// The namespaces with a pod still starting.
@@ -503,14 +505,19 @@ mod tests {
         }
         let fast = e.namespace("school", at(0)).unwrap();
         assert_eq!((fast.lead_for(4), fast.floor), (secs(10), secs(0)));
-        // A scale-up's pod on a slow node, not Ready 32 s on: whoever plans now leads by 35 s
-        // (in steps of 5), before any slow pod has finished.
+        // A scale-up's pod on a slow node, not Ready 32 s on: whoever plans now leads by 30 s
+        // (at least its age, in steps of 5), before any slow pod has finished.
         e.starting("school", "late", "slow", at(0));
+        assert_eq!(
+            e.floor("school", at(4)),
+            secs(0),
+            "a few seconds is no evidence"
+        );
         let now = e.namespace("school", at(32)).unwrap();
-        assert_eq!((now.floor, now.lead_for(4)), (secs(35), secs(35)));
+        assert_eq!((now.floor, now.lead_for(4)), (secs(30), secs(30)));
         assert_eq!(
             e.estimate("school", "other", at(32)).unwrap().lead_for(1),
-            secs(35)
+            secs(30)
         );
         assert_eq!(
             e.namespaces_starting(),
@@ -529,13 +536,10 @@ mod tests {
         // A floor alone, before any pod of the namespace finished, is an estimate.
         let mut e = Estimator::default();
         e.starting("new-school", "c", "p", at(0));
-        assert_eq!(
-            e.namespace("new-school", at(2)).unwrap().lead_for(1),
-            secs(5)
-        );
+        assert_eq!(e.namespace("new-school", at(2)), None);
         assert_eq!(
             e.namespace("new-school", at(41)).unwrap().lead_for(3),
-            secs(45)
+            secs(40)
         );
         e.pod_gone("new-school", "c", "p");
         assert_eq!(e.namespace("new-school", at(41)), None);

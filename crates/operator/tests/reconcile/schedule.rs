@@ -34,11 +34,17 @@ async fn a_class_is_scaled_up_ahead_held_on_time_and_drained_in_steps() {
     let operator = start_operator(&ns, |_| {}).await;
 
     let start = (Utc::now() + TimeDelta::seconds(40)).trunc_subsecs(0);
-    // 400 students at 100 a pod: 4 replicas; 5 s pod start-up, 15 s warm-up, 10 s class.
+    // 400 students at 100 a pod: 4 replicas; 5 s pod start-up, 15 s warm-up, 10 s class. The
+    // planner's own timing: without learning, which on a loaded machine (a KWOK pod pending for
+    // 10 s) would rightly start earlier (tests/reconcile/startup.rs shows that).
     let lc = live_class(
         "bell",
         start,
-        json!({ "expectedAttendance": 400, "schedule": { "duration": "10s" } }),
+        json!({
+            "expectedAttendance": 400,
+            "schedule": { "duration": "10s" },
+            "socket": { "learnPodStartup": false },
+        }),
     );
     create(&ns, &lc).await;
     let scale_up_at = start - TimeDelta::seconds(20);
