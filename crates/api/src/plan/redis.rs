@@ -30,6 +30,14 @@ pub const ROUND_TO_BYTES: u64 = 64 * MIB;
 pub const REPLICAS: u32 = 2;
 /// Sentinels watching a Replicated Redis: a majority survives losing one.
 pub const SENTINELS: u32 = 3;
+/// Sentinels that must agree the primary is down before a failover.
+pub const SENTINEL_QUORUM: u32 = 2;
+/// How long the primary may not answer before the Sentinels call it down: long enough that a
+/// busy primary (a large catch-up, a slow disk) is not failed over, short enough that a class
+/// is back within seconds (bench/redis-failover measures the whole outage with it).
+pub const SENTINEL_DOWN_AFTER_MS: u32 = 5_000;
+/// How long one failover may take before another Sentinel tries.
+pub const SENTINEL_FAILOVER_TIMEOUT_MS: u32 = 20_000;
 
 /// The Redis the plan asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -47,7 +47,13 @@ use k8s_openapi::{
 };
 use liveclass_api::{
     LiveClass, Phase, Plan, ValidSpec,
-    plan::{RedisShape, redis::PER_SOCKET_POD_BYTES},
+    plan::{
+        RedisShape,
+        redis::{
+            PER_SOCKET_POD_BYTES, SENTINEL_DOWN_AFTER_MS, SENTINEL_FAILOVER_TIMEOUT_MS,
+            SENTINEL_QUORUM,
+        },
+    },
 };
 
 use super::{Meta, Names};
@@ -58,11 +64,6 @@ pub const SENTINEL_PORT: u16 = 26379;
 pub const MASTER_NAME: &str = "liveclass";
 const COMPONENT: &str = "redis";
 const SENTINEL_COMPONENT: &str = "sentinel";
-/// Sentinels that must agree the primary is down before a failover.
-const QUORUM: u32 = 2;
-/// How long the primary may not answer before the Sentinels call it down.
-const DOWN_AFTER_MS: u32 = 5_000;
-const FAILOVER_TIMEOUT_MS: u32 = 20_000;
 /// The Redis user the class's own clients log in as.
 pub const USER_NAME: &str = "liveclass";
 /// The key of the generated `<class>-redis-auth` Secret holding the password.
@@ -226,9 +227,12 @@ exec redis-server "$dir/sentinel.conf" --sentinel
 /// The Sentinel's start-up script with this operator's quorum and timings.
 pub fn sentinel_script() -> String {
     SENTINEL_SCRIPT
-        .replace("$QUORUM", &QUORUM.to_string())
-        .replace("$DOWN_AFTER_MS", &DOWN_AFTER_MS.to_string())
-        .replace("$FAILOVER_TIMEOUT_MS", &FAILOVER_TIMEOUT_MS.to_string())
+        .replace("$QUORUM", &SENTINEL_QUORUM.to_string())
+        .replace("$DOWN_AFTER_MS", &SENTINEL_DOWN_AFTER_MS.to_string())
+        .replace(
+            "$FAILOVER_TIMEOUT_MS",
+            &SENTINEL_FAILOVER_TIMEOUT_MS.to_string(),
+        )
 }
 
 /// Ready when a quorum of Sentinels can authorise a failover.

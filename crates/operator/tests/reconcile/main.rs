@@ -12,5 +12,6 @@ mod common;
 mod events;
 mod gateway;
 mod leader;
+mod replicated;
 mod schedule;
 mod startup;

@@ -7,118 +7,22 @@
 //! replica, and nothing is delivered twice.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../common/mod.rs"]
 mod common;
+mod failover_bench;
+mod tier;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use liveclass_testkit::TestClient;
 use liveclass_testkit::client::Received;
 use liveclass_testkit::wait::until_blocking;
-use liveclass_testkit::{
-    RedisSentinel, RedisServer, SocketServer, SocketServerBuilder, TestClient,
-};
 use serde_json::json;
+use tier::{Tier, Timings, stream_ids};
 
-const MASTER: &str = "liveclass";
 const CLASS: &str = "c";
-
-/// A primary, two replicas in sync with it, and three Sentinels (quorum 2) that call it down
-/// after a second without answers.
-struct Tier {
-    nodes: Vec<RedisServer>,
-    sentinels: Vec<RedisSentinel>,
-}
-
-impl Tier {
-    fn start() -> Self {
-        let primary = RedisServer::start().unwrap();
-        let replicas: Vec<_> = (0..2)
-            .map(|_| RedisServer::start_replica_of(&primary).unwrap())
-            .collect();
-        for r in &replicas {
-            until_blocking(
-                "a replica in sync",
-                Duration::from_secs(10),
-                Duration::from_millis(50),
-                || r.in_sync().then_some(()),
-            )
-            .unwrap();
-        }
-        let sentinels = (0..3)
-            .map(|_| {
-                RedisSentinel::start(
-                    MASTER,
-                    &primary,
-                    2,
-                    Duration::from_secs(1),
-                    Duration::from_secs(3),
-                )
-                .unwrap()
-            })
-            .collect();
-        let mut nodes = vec![primary];
-        nodes.extend(replicas);
-        Self { nodes, sentinels }
-    }
-
-    fn sentinel_list(&self) -> String {
-        self.sentinels
-            .iter()
-            .map(RedisSentinel::host_port)
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// The node every Sentinel names as the primary, once they agree on one that is not `not`.
-    fn agreed_primary(&self, not: u16, within: Duration) -> &RedisServer {
-        let port = until_blocking(
-            "the Sentinels to agree on a new primary",
-            within,
-            Duration::from_millis(50),
-            || {
-                let named: Vec<_> = self.sentinels.iter().map(|s| s.primary(MASTER)).collect();
-                let first = named.first()?.clone()?;
-                let port: u16 = first.rsplit(':').next()?.parse().ok()?;
-                (port != not && named.iter().all(|n| n.as_deref() == Some(first.as_str())))
-                    .then_some(port)
-            },
-        )
-        .unwrap();
-        self.nodes.iter().find(|n| n.port() == port).unwrap()
-    }
-
-    fn server(&self, pod: &str) -> SocketServer {
-        SocketServerBuilder::new(self.nodes[0].url(), pod, SECRET)
-            .args([
-                "--redis-sentinels",
-                &self.sentinel_list(),
-                "--redis-master-name",
-                MASTER,
-            ])
-            .args([
-                "--heartbeat-ttl",
-                "3s",
-                "--redis-timeout",
-                "1s",
-                "--pubsub-ping",
-                "500ms",
-            ])
-            .args(["--drain-window", "2s"])
-            .args([
-                "--user-rate",
-                "1000",
-                "--user-burst",
-                "1000",
-                "--rate",
-                "1000",
-                "--burst",
-                "1000",
-            ])
-            .start()
-            .unwrap()
-    }
-}
 
 /// What one student received: comment ids in arrival order with when, and gap frames.
 #[derive(Default)]
@@ -152,19 +56,6 @@ fn listen(
     (inbox, task)
 }
 
-/// The ids of the class's history on `node`, in order.
-fn stream_ids(node: &RedisServer) -> Vec<String> {
-    let client = redis::Client::open(node.url()).unwrap();
-    let mut conn = client.get_connection().unwrap();
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(format!("lc:{{{CLASS}}}:history"))
-        .arg("-")
-        .arg("+")
-        .query(&mut conn)
-        .unwrap();
-    entries.ids.into_iter().map(|e| e.id).collect()
-}
-
 /// Sends `n` comments, one every `every`; returns when each was sent.
 async fn speak(speaker: &mut TestClient, prefix: &str, n: usize, every: Duration) -> Vec<Instant> {
     let mut sent = Vec::with_capacity(n);
@@ -182,7 +73,7 @@ async fn speak(speaker: &mut TestClient, prefix: &str, n: usize, every: Duration
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_primary_is_followed_and_every_student_has_what_the_new_primary_holds() {
-    let mut tier = Tier::start();
+    let mut tier = Tier::start(Timings::TEST);
     let a = tier.server("pod-a");
     let b = tier.server("pod-b");
     ready(&a).await;
@@ -216,7 +107,7 @@ async fn a_killed_primary_is_followed_and_every_student_has_what_the_new_primary
     ready(&b).await;
     // Settle: catch-ups after the pub/sub came back.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let held = stream_ids(new_primary);
+    let held = stream_ids(new_primary, CLASS);
     let first_after = sent.iter().position(|t| *t > killed_at).unwrap();
     let mut first_delivery_after_kill: Option<Instant> = None;
     for inbox in &inboxes {
