@@ -408,7 +408,8 @@ fn pods_seen_starting_slower_than_pod_startup_move_the_scale_up_earlier_and_warn
     let world = slow_pods(300);
     let d = settle(&mut lc, &world, utc("2026-12-01T12:00:00Z"));
     let plan = d.status.plan.clone().unwrap();
-    assert_eq!(plan.scale_up_time, to_k8s(utc("2026-12-01T13:45:00Z")));
+    // 300 s seen, 360 s with the margin learned leads get.
+    assert_eq!(plan.scale_up_time, to_k8s(utc("2026-12-01T13:44:00Z")));
     assert_eq!(plan.ready_by_time, to_k8s(utc("2026-12-01T13:50:00Z")));
     assert_eq!(
         d.status.pod_startup,
@@ -416,7 +417,7 @@ fn pods_seen_starting_slower_than_pod_startup_move_the_scale_up_earlier_and_warn
             observed_p95_seconds: 300,
             samples: 12,
             scope: "Namespace".to_owned(),
-            lead_seconds: 300,
+            lead_seconds: 360,
         })
     );
     let warning = d
@@ -426,15 +427,15 @@ fn pods_seen_starting_slower_than_pod_startup_move_the_scale_up_earlier_and_warn
         .unwrap();
     assert_eq!(warning.type_, NoteType::Warning);
     assert!(
-        warning.message.contains("scaling up 180s earlier"),
+        warning.message.contains("scaling up 240s earlier"),
         "{}",
         warning.message
     );
-    // 13:45 is now a transition: the class scales up then, not at 13:48.
-    assert_eq!(d.next_transition, Some(utc("2026-12-01T13:45:00Z")));
+    // 13:44 is now a transition: the class scales up then, not at 13:48.
+    assert_eq!(d.next_transition, Some(utc("2026-12-01T13:44:00Z")));
     let d = settle(&mut lc, &world, utc("2026-12-01T12:01:00Z"));
     assert!(d.events.is_empty(), "warned once: {:?}", d.events);
-    let d = settle(&mut lc, &world, utc("2026-12-01T13:45:00Z"));
+    let d = settle(&mut lc, &world, utc("2026-12-01T13:44:00Z"));
     assert_eq!(d.status.planned_replicas, Some(4));
 }
 
@@ -471,7 +472,7 @@ fn pods_faster_than_pod_startup_change_nothing_and_say_nothing() {
 
 /// Four pods: the scale-up waits for the slowest of them, so one pod's 95th percentile is not
 /// the lead. 45 of 50 pods took 60 s, 5 took 250–290 s: one pod's p95 is 250 s, the slowest of
-/// four (the 0.987 quantile) 290 s.
+/// four (the 0.987 quantile) 290 s, and the lead that with the margin, 348 s.
 #[test]
 fn the_lead_is_for_the_slowest_of_the_class_pods_not_one_pod() {
     let mut lc = class(serde_json::json!({}));
@@ -481,16 +482,16 @@ fn the_lead_is_for_the_slowest_of_the_class_pods_not_one_pod() {
     let startup = d.status.pod_startup.clone().unwrap();
     assert_eq!(
         (startup.observed_p95_seconds, startup.lead_seconds),
-        (270, 290)
+        (270, 348)
     );
     let plan = d.status.plan.clone().unwrap();
     assert_eq!(
         plan.scale_up_time,
-        to_k8s(utc("2026-12-01T13:50:00Z") - TimeDelta::seconds(290))
+        to_k8s(utc("2026-12-01T13:50:00Z") - TimeDelta::seconds(348))
     );
 }
 
-/// Warming up on a lead of 300 s, the estimate falls to 130 s: the scale-up stays where it
+/// Warming up on a lead of 360 s, the estimate falls to 130 s: the scale-up stays where it
 /// was, so the class does not fall back to Scheduled and drop the pods it is starting.
 #[test]
 fn a_smaller_estimate_during_the_warm_up_does_not_undo_the_scale_up() {
@@ -501,7 +502,7 @@ fn a_smaller_estimate_during_the_warm_up_does_not_undo_the_scale_up() {
     let d = settle(&mut lc, &slow_pods(130), utc("2026-12-01T13:46:30Z"));
     assert_eq!(d.phase, Some(Phase::WarmingUp), "{:?}", d.status.plan);
     assert_eq!(d.status.planned_replicas, Some(4));
-    assert_eq!(d.status.pod_startup.as_ref().unwrap().lead_seconds, 300);
+    assert_eq!(d.status.pod_startup.as_ref().unwrap().lead_seconds, 360);
 }
 
 fn replicated_world(nodes_ready: u32, sentinels_ready: u32, primary: Option<&str>) -> World {

@@ -332,6 +332,30 @@ async fn school_day() {
                 "plans_seen": w.milestones.len(),
                 "pod_startup_status": w.pod_startup,
             });
+            // Where a late class's time went: the raise the bench saw against the planned
+            // instant, and from that raise to the planned capacity Ready.
+            let raised = w
+                .deploys
+                .iter()
+                .find(|d| {
+                    d.replicas >= m.class_replicas && d.t >= m.scale_up - TimeDelta::seconds(120)
+                })
+                .map(|d| d.t);
+            let ready = w
+                .deploys
+                .iter()
+                .find(|d| raised.is_some_and(|r| d.t >= r) && d.ready >= m.class_replicas)
+                .map(|d| d.t);
+            class["planned_lead_seconds"] =
+                json!((m.ready_by - m.scale_up).num_milliseconds() as f64 / 1000.0);
+            class["raised_s"] = json!(raised.map(secs));
+            class["raised_after_scale_up_seconds"] =
+                json!(raised.map(|r| (r - m.scale_up).num_milliseconds() as f64 / 1000.0));
+            class["raise_to_ready_seconds"] = json!(
+                raised
+                    .zip(ready)
+                    .map(|(r, t)| (t - r).num_milliseconds() as f64 / 1000.0)
+            );
             let result = serde_json::to_value(&r).unwrap();
             merge(&mut class, result);
             // The raised class: its raised capacity is judged against the start.
