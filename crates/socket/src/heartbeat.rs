@@ -71,9 +71,11 @@ pub async fn heartbeat_loop(state: Arc<ServerState>, ttl: Duration, shutdown: Ca
                 if state.health.heartbeat_ok.swap(false, Ordering::AcqRel) {
                     tracing::warn!(error = %e, "heartbeat failed; not ready until redis answers");
                 }
-                // Once; with Sentinels at every failure after that, since the Sentinels may
-                // name the new primary only a few seconds into a failover.
-                if failures == RECONNECT_AFTER_FAILURES
+                // Then again every so many failures: a rebuilt connection reads the password
+                // file again (a wrong password fixed, or rotated, in the mounted Secret is
+                // only seen so), and with Sentinels at every failure, since they may name the
+                // new primary only a few seconds into a failover.
+                if failures.is_multiple_of(RECONNECT_AFTER_FAILURES)
                     || (failures > RECONNECT_AFTER_FAILURES && state.store.target().has_sentinels())
                 {
                     tracing::warn!("redis command connection not answering; replacing it");

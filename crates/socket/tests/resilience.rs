@@ -238,3 +238,44 @@ async fn a_gateway_handover_moves_its_students_one_by_one_and_no_one_else() {
         }
     }
 }
+
+/// A Redis closed with a password (as the operator closes a class's): a server given the wrong
+/// one keeps running, answers not-ready and says why in its log, rather than crash-looping;
+/// once the mounted file holds the right password (a Secret fixed or rotated), it is re-read
+/// on the next reconnection and the server turns ready without a restart.
+#[tokio::test]
+async fn a_wrong_redis_password_is_not_ready_with_a_clear_log_line_and_the_right_one_is_read_again()
+{
+    let redis =
+        liveclass_testkit::RedisServer::start_with_user("liveclass", "the-right-one").unwrap();
+    let mut server = liveclass_testkit::SocketServerBuilder::new(
+        format!("redis://liveclass@127.0.0.1:{}", redis.port()),
+        "pod-a",
+        SECRET,
+    )
+    .file_arg("--redis-password-file", "redis-password", "a-wrong-one")
+    .start()
+    .unwrap();
+    // Not ready for as long as the password is wrong, and still running.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (status, _) = server.get("/readyz").unwrap();
+        assert_eq!(status, 503, "ready with a wrong Redis password");
+        assert!(server.is_running(), "{}", server.log_tail(20));
+    }
+    let log = server.log_tail(50);
+    assert!(
+        log.contains("WRONGPASS") || log.to_lowercase().contains("password"),
+        "the log does not say the password is wrong:\n{log}"
+    );
+    // And Redis refuses a client without it.
+    let anonymous = redis.command(&["HLEN", "lc:{c}:where"]).unwrap();
+    assert!(anonymous.starts_with("-NOPERM"), "{anonymous}");
+
+    std::fs::write(server.file("redis-password"), "the-right-one").unwrap();
+    ready(&server).await;
+    assert!(server.is_running());
+    let mut s = student(&server, "s1", "c").await;
+    s.send_json(&comment("in")).await.unwrap();
+    assert_eq!(comments(&mut s, 1).await[0]["text"], "in");
+}

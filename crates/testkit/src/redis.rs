@@ -42,6 +42,18 @@ impl RedisServer {
         )
     }
 
+    /// Starts a Redis closed as the operator closes a class's: `user` with `password` may do
+    /// everything, the default user (no password) only `PING`.
+    pub fn start_with_user(user: &str, password: &str) -> Result<Self, ProcessError> {
+        Self::start_with(
+            Some(format!(
+                "user default on nopass resetchannels -@all +ping\n\
+                 user {user} on >{password} ~* &* +@all\n"
+            )),
+            Vec::new(),
+        )
+    }
+
     fn start_with(config: Option<String>, extra: Vec<String>) -> Result<Self, ProcessError> {
         let binary = std::env::var_os("LIVECLASS_REDIS_SERVER")
             .map(PathBuf::from)

@@ -196,6 +196,12 @@ impl SocketServer {
         http_get(self.admin_addr, path)
     }
 
+    /// Where the file given to [`SocketServerBuilder::file_arg`] as `name` is (tests rewrite
+    /// it to see the server re-read it).
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.secret_file.with_file_name(name)
+    }
+
     /// The file the server reads its token secret from (rewrite it to rotate the secret).
     pub fn secret_file(&self) -> &std::path::Path {
         &self.secret_file
