@@ -96,7 +96,8 @@ pub struct Dm<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GapReason {
-    /// Redis lost the class's history (it restarted empty): a new epoch began.
+    /// Redis lost the class's history (it restarted empty: a new epoch began), or comments that
+    /// were delivered (a failover to a replica that had not received them yet).
     HistoryLost,
     /// More was said while this server was cut off from Redis than it can replay: the history
     /// trimmed it, or it is more than one catch-up replays (`--max-recovery`).

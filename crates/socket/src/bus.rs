@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::{BusCommand, ConnId};
 use crate::redis_link::LinkError;
 use crate::state::ServerState;
-use crate::store::{Position, keys};
+use crate::store::{Position, SinceFrom, keys};
 
 /// A message on a server's own channel.
 #[derive(Debug, Serialize, Deserialize)]
@@ -197,6 +197,7 @@ impl Bus {
                     last,
                     epoch.as_deref(),
                     self.state.limits.max_recovery,
+                    SinceFrom::ThisServer,
                 )
                 .await?;
             if recovery.complete {
@@ -205,7 +206,7 @@ impl Bus {
                 }
                 continue;
             }
-            let reason = if epoch.as_deref() == Some(recovery.epoch.as_str()) {
+            let reason = if epoch.as_deref() == Some(recovery.epoch.as_str()) && !recovery.lost {
                 GapReason::Trimmed
             } else {
                 GapReason::HistoryLost

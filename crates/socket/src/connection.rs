@@ -31,7 +31,7 @@ use crate::metrics::{ReasonLabel, TypeLabel};
 use crate::outbox;
 use crate::ratelimit::TokenBucket;
 use crate::state::{PendingRelease, Seat, ServerState};
-use crate::store::Published;
+use crate::store::{Published, SinceFrom};
 
 /// Frames written per flush at most, so one busy client cannot starve its own reads.
 const MAX_BATCH: usize = 512;
@@ -194,7 +194,13 @@ where
             Some(since) => {
                 let recovery = state
                     .store
-                    .recover(class, since, resume.epoch.as_deref(), limits.max_recovery)
+                    .recover(
+                        class,
+                        since,
+                        resume.epoch.as_deref(),
+                        limits.max_recovery,
+                        SinceFrom::Client,
+                    )
                     .await
                     .map_err(unavailable)?;
                 let outcome = if recovery.complete {

@@ -29,6 +29,7 @@ pub async fn heartbeat_loop(state: Arc<ServerState>, ttl: Duration, shutdown: Ca
     // beats whose answer was lost.
     let mut written: Vec<String> = Vec::new();
     let mut failures = 0u32;
+    let mut inherited = Inherited::Unknown;
     // With Sentinels the configured address means nothing: find the primary first.
     if state.store.target().has_sentinels() {
         rebuild(&state).await;
@@ -42,10 +43,15 @@ pub async fn heartbeat_loop(state: Arc<ServerState>, ttl: Duration, shutdown: Ca
         beat_no += 1;
         let token = format!("{boot}:{beat_no}");
         let counts = state.hub.counts();
-        let beat = state
-            .store
-            .heartbeat(&state.pod, ttl, &token, &counts, now_ms())
-            .await;
+        let beat = match inherited.clear(&state).await {
+            Ok(()) => {
+                state
+                    .store
+                    .heartbeat(&state.pod, ttl, &token, &counts, now_ms())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         match beat {
             Ok(beat) => {
                 failures = 0;
@@ -86,6 +92,35 @@ pub async fn heartbeat_loop(state: Arc<ServerState>, ttl: Duration, shutdown: Ca
         }
         retry_releases(&state).await;
         reap_dead_servers(&state).await;
+    }
+}
+
+/// What an earlier run of this server under the same id (a container the kubelet restarted, a
+/// StatefulSet pod) may have left in Redis: its connections, which would count as attending
+/// forever, since no survivor reaps a server whose heartbeat goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Inherited {
+    Unknown,
+    Removed,
+}
+
+impl Inherited {
+    /// Removes it before this run's first heartbeat, and again at every beat until that
+    /// succeeds: Redis may be out of reach when the server starts. The server is not ready
+    /// before its first heartbeat, so it has no connection of its own that this could remove.
+    async fn clear(&mut self, state: &ServerState) -> Result<(), crate::store::StoreError> {
+        if *self == Inherited::Removed {
+            return Ok(());
+        }
+        let stale = state.store.leave(&state.pod).await?;
+        *self = Inherited::Removed;
+        if stale > 0 {
+            tracing::info!(
+                stale,
+                "removed connections left by an earlier run of this server"
+            );
+        }
+        Ok(())
     }
 }
 

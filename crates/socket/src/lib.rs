@@ -119,18 +119,6 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), S
         handovers: handover::Handovers::default(),
     });
 
-    // A server restarted under the same id (a StatefulSet pod, a test) inherits nothing.
-    match tokio::time::timeout(args.redis_timeout, store.leave(&pod)).await {
-        Ok(Ok(stale)) if stale > 0 => tracing::info!(
-            stale,
-            "removed connections left by an earlier run of this server"
-        ),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "redis not reachable at start; not ready until it is")
-        }
-        _ => {}
-    }
-
     let background = CancellationToken::new();
     let bus = Bus {
         state: state.clone(),

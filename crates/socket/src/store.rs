@@ -49,6 +49,9 @@ pub mod keys {
     pub fn epoch(class: &str) -> String {
         format!("lc:{{{class}}}:epoch")
     }
+    pub fn lost(class: &str) -> String {
+        format!("lc:{{{class}}}:lost")
+    }
     pub fn user_budget(class: &str, user: &str) -> String {
         format!("lc:{{{class}}}:budget:{user}")
     }
@@ -138,9 +141,22 @@ pub struct Position {
 pub struct Recovery {
     /// True when `frames` is exactly everything after `since`.
     pub complete: bool,
+    /// Not complete because a failover lost comments after `since` that were delivered.
+    pub lost: bool,
     pub epoch: String,
     pub last_id: MessageId,
     pub frames: Vec<(MessageId, String)>,
+}
+
+/// Who says a recovery's `since` was in the class's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinceFrom {
+    /// A client: a `since` the stream does not hold gets nothing promised.
+    Client,
+    /// This server, which delivered it to its members: if the stream no longer holds it, a
+    /// failover lost it, and that is recorded so that no later recovery from before it is
+    /// called complete.
+    ThisServer,
 }
 
 /// What became of a comment.
@@ -392,6 +408,7 @@ impl Store {
         since: MessageId,
         epoch: Option<&str>,
         most: usize,
+        from: SinceFrom,
     ) -> Result<Recovery, StoreError> {
         type Entries = Vec<(String, Vec<String>)>;
         let (complete, epoch, last, entries): (i64, String, String, Entries) = self
@@ -399,11 +416,17 @@ impl Store {
             .recover
             .key(keys::history(class))
             .key(keys::epoch(class))
+            .key(keys::lost(class))
             .arg(since.to_string())
             .arg(most)
             .arg(epoch.unwrap_or_default())
             .arg(new_epoch())
             .arg(self.history_ttl_ms)
+            .arg(if from == SinceFrom::ThisServer {
+                "1"
+            } else {
+                "0"
+            })
             .invoke_async(&mut self.conn())
             .await
             .map_err(op("recover"))?;
@@ -417,6 +440,7 @@ impl Store {
             .collect();
         Ok(Recovery {
             complete: complete == 1,
+            lost: complete == -1,
             epoch,
             last_id: parse_id("recover", last)?,
             frames,

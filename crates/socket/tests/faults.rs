@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use liveclass_testkit::client::ClientError;
+use liveclass_testkit::client::{ClientError, Received};
 use liveclass_testkit::{ConnectOptions, SocketServer, TestClient, Toxiproxy};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
@@ -331,6 +331,176 @@ async fn after_redis_restarts_empty_old_positions_are_not_recoverable_and_member
         .unwrap();
     assert_eq!(texts(&mut member, 1, T).await, ["new"]);
     assert_eq!(texts(&mut back, 1, T).await, ["new"]);
+}
+
+/// What a failover to a replica that lagged does to a class's stream, made by hand on one
+/// Redis: the newest comments were delivered, then the stream no longer holds them (same epoch,
+/// nothing trimmed or deleted), then the server's link drops. The server vouches for the newest
+/// id it delivered, so the loss is recorded: its member misses nothing and gets nothing twice;
+/// a client resuming from before the lost comments is told `recovered:false`, one resuming from
+/// the newest is caught up; a client's own `since` that the stream lacks records nothing.
+#[tokio::test]
+async fn comments_a_failover_lost_after_delivering_them_make_recovery_from_before_them_incomplete()
+{
+    let redis = redis();
+    let a = server(&redis, "pod-a");
+    ready(&a).await;
+    let mut speaker = student(&a, "speaker", "c").await;
+    let mut member = student(&a, "member", "c").await;
+    let token = minter().student("away", "c");
+    let mut away = TestClient::connect(&a.ws_url(), &token, None)
+        .await
+        .unwrap();
+    let epoch = hello_of(&mut away).await["epoch"].clone();
+    away.close().await;
+    say(&mut speaker, "k", 5).await;
+    let ids: Vec<String> = comments(&mut member, 5)
+        .await
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
+
+    // The replica had the first two; it is now the primary.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let history = "lc:{c}:history";
+    let held: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(history)
+        .arg("-")
+        .arg(&ids[1])
+        .query(&mut conn)
+        .unwrap();
+    let mut rollback = redis::pipe();
+    rollback.atomic().del(history).ignore();
+    for entry in &held.ids {
+        let tail: String = entry.get("f").unwrap();
+        rollback
+            .cmd("XADD")
+            .arg(history)
+            .arg(&entry.id)
+            .arg("f")
+            .arg(tail)
+            .ignore();
+    }
+    let () = rollback.query(&mut conn).unwrap();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut conn)
+        .unwrap();
+
+    // The member gets what follows, once, with no gap: it saw everything up to the newest.
+    // Sent until stored, as a client does: `unavailable` while the server reconnects.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    'stored: loop {
+        assert!(Instant::now() < deadline, "`after` never stored");
+        speaker
+            .send_json(&json!({"t":"comment","text":"after","ref":"after"}))
+            .await
+            .unwrap();
+        loop {
+            let Received::Frame(frame) = speaker.recv(T).await.unwrap() else {
+                panic!("the speaker was closed")
+            };
+            match frame["t"].as_str() {
+                Some("comment") if frame["text"] == "after" => break 'stored,
+                Some("error") if frame["code"] == "unavailable" => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue 'stored;
+                }
+                _ => {}
+            }
+        }
+    }
+    let next = loop {
+        let Received::Frame(frame) = member.recv(Duration::from_secs(10)).await.unwrap() else {
+            panic!("the member was closed")
+        };
+        if frame["t"] != "presence" {
+            break frame;
+        }
+    };
+    assert_eq!(next["t"], "comment", "no gap frame: {next}");
+    assert_eq!(next["text"], "after");
+    nothing_of(&mut member, "comment", Duration::from_millis(300)).await;
+
+    let resume = |since: &str| {
+        let mut options = ConnectOptions::token(&token);
+        options.since = Some(since.to_owned());
+        options.epoch = epoch.as_str().map(str::to_owned);
+        let url = a.ws_url();
+        async move { TestClient::connect_with(&url, &options).await.unwrap() }
+    };
+    // A client's `since` from nowhere is refused and proves nothing.
+    let mut bogus = resume("99999999999999-0").await;
+    assert_eq!(hello_of(&mut bogus).await["recovered"], false);
+    for (since, recovered) in [
+        (&ids[0], false),
+        (&ids[1], false),
+        (&ids[3], false),
+        (&ids[4], true),
+    ] {
+        let mut back = resume(since).await;
+        assert_eq!(
+            hello_of(&mut back).await["recovered"],
+            recovered,
+            "resuming from comment {} of 5",
+            ids.iter().position(|i| i == since).unwrap()
+        );
+        if recovered {
+            assert_eq!(texts(&mut back, 1, T).await, ["after"]);
+        }
+    }
+}
+
+/// A server restarted under the same id (a container the kubelet restarts, a StatefulSet pod)
+/// while Redis is out of reach still removes what its earlier run left there once Redis
+/// answers: the students of the killed run no longer count as attending, and the class can be
+/// drained. Until then the new run is not ready, so nothing of its own is removed with it.
+#[tokio::test]
+async fn a_server_restarted_while_redis_is_away_removes_what_its_earlier_run_left() {
+    let redis = redis();
+    let toxiproxy = Toxiproxy::start().unwrap();
+    let proxy = toxiproxy.proxy("redis", redis.addr()).unwrap();
+    let start = || {
+        liveclass_testkit::SocketServerBuilder::new(proxy.redis_url(), "pod-x", SECRET)
+            .args(["--heartbeat-ttl", "2s", "--redis-timeout", "1s"])
+            .start()
+            .unwrap()
+    };
+    let attending = || {
+        redis
+            .command(&["HLEN", "lc:{c}:where"])
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let mut first = start();
+    ready(&first).await;
+    let mut students = Vec::new();
+    for user in ["u1", "u2", "u3"] {
+        students.push(student(&first, user, "c").await);
+    }
+    assert_eq!(attending(), ":3");
+    first.kill();
+    drop(students);
+
+    proxy.reset_connections().unwrap();
+    let second = start();
+    readyz_becomes(&second, 503, T).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // past its first tries
+    assert_eq!(
+        attending(),
+        ":3",
+        "nothing could be removed while Redis was away"
+    );
+    proxy.allow_connections().unwrap();
+    readyz_becomes(&second, 200, Duration::from_secs(15)).await;
+    assert_eq!(attending(), ":0", "the killed run's students still attend");
+    let mut back = student(&second, "u1", "c").await;
+    wait_presence(&mut back, 1, T).await;
+    assert_eq!(attending(), ":1");
 }
 
 #[tokio::test]

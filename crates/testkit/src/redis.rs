@@ -181,6 +181,11 @@ impl RedisServer {
         self.launch()
     }
 
+    /// What the server has logged so far (a Sentinel logs each step of a failover).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
     /// `role` from `INFO replication` (`master` or `slave`).
     pub fn role(&self) -> Option<String> {
         self.info_field("replication", "role")
@@ -262,6 +267,17 @@ impl RedisSentinel {
 
     pub fn port(&self) -> u16 {
         self.server.port
+    }
+
+    /// The events this Sentinel logged (`+sdown`, `+switch-master`, `-failover-abort-…`),
+    /// one per line with its time.
+    pub fn events(&self) -> Vec<String> {
+        self.server
+            .log()
+            .lines()
+            .filter(|l| l.contains(" # +") || l.contains(" # -") || l.contains(" * +"))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// `127.0.0.1:<port>`, as `--redis-sentinels` takes it.

@@ -82,6 +82,15 @@ impl Tier {
             .join(",")
     }
 
+    /// What each Sentinel logged of the failover, for a test's output.
+    pub fn events(&self) -> String {
+        self.sentinels
+            .iter()
+            .map(|s| format!("sentinel :{}\n  {}", s.port(), s.events().join("\n  ")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// The port of the node every Sentinel names as the primary, when they agree on one that
     /// is not `not`.
     pub fn agreed_port(&self, not: u16) -> Option<u16> {
