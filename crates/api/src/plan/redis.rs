@@ -17,10 +17,12 @@ pub const BASE_BYTES: u64 = 32 * MIB;
 /// One student at arrival, when Redis holds the most for them: their entry in the class's
 /// user -> pod hash, presence, per-user keys and their handshake counter (which expires after
 /// the handshake window). Measured: 784 B with 12-character user ids, 472 B once the counters
-/// expired (`crates/socket/tests/redis_memory.rs`, which fails if this undercounts).
+/// expired, at 400 students (`crates/socket/tests/redis_memory.rs`, which fails if this
+/// undercounts); 228 B and 100 B at 8,000 (`bench/redis-memory`), where the hashes are large.
 pub const PER_STUDENT_BYTES: u64 = 1024;
 /// One message kept in the class's capped stream, with the stream's own overhead. Measured:
-/// ~720 B for a 200-character comment (the same test).
+/// ~720 B for a 200-character comment (the same test), 381 B over 1,000 of them at 8,000
+/// students (`bench/redis-memory`).
 pub const PER_HISTORY_ENTRY_BYTES: u64 = 1024;
 /// One socket server pod: the output buffer of its pub/sub subscription in a burst.
 pub const PER_SOCKET_POD_BYTES: u64 = 4 * MIB;
