@@ -203,6 +203,36 @@ pub struct ClusterOptions {
     pub real_node: Option<RealNodeOptions>,
     /// How long KWOK takes to make a pod Ready on some fake nodes (default: at once).
     pub pod_start_delays: Vec<PodStartDelay>,
+    /// What each fake node offers the scheduler.
+    pub node_capacity: NodeCapacity,
+}
+
+/// A fake node's allocatable CPU, memory and pod slots.
+///
+/// The default is room for anything a test creates. It is also a cluster whose scheduler
+/// cannot tell its nodes apart: a pod's requests move no node's score, and kube-scheduler
+/// v1.37 breaks ties between equal scores by node order rather than at random when no
+/// extender is configured (kubernetes/kubernetes#141024), so every pod lands on `kwok-node-0`
+/// until it holds about a hundred. Where placement matters (some nodes slower than others),
+/// give the nodes a real node's capacity and the pods their requests: the LeastAllocated
+/// score then prefers the emptier node, as on a real cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeCapacity {
+    /// A Kubernetes quantity: `"32"`, `"1000"`.
+    pub cpu: String,
+    /// A Kubernetes quantity: `"128Gi"`.
+    pub memory: String,
+    pub pods: u32,
+}
+
+impl Default for NodeCapacity {
+    fn default() -> Self {
+        Self {
+            cpu: "1000".to_owned(),
+            memory: "4Ti".to_owned(),
+            pods: 1000,
+        }
+    }
 }
 
 /// On the fake nodes `kwok-node-<i>` for `i` in `nodes`, a pod turns Ready a time drawn
@@ -225,6 +255,7 @@ impl ClusterOptions {
             startup_timeout: Duration::from_secs(120),
             real_node: None,
             pod_start_delays: Vec::new(),
+            node_capacity: NodeCapacity::default(),
         }
     }
 
@@ -253,6 +284,12 @@ impl ClusterOptions {
     ) -> Self {
         self.pod_start_delays
             .push(PodStartDelay { nodes, min, max });
+        self
+    }
+
+    /// Each fake node offers `capacity` (see [`NodeCapacity`]).
+    pub fn node_capacity(mut self, capacity: NodeCapacity) -> Self {
+        self.node_capacity = capacity;
         self
     }
 
@@ -740,7 +777,12 @@ fn kwok_stages(delays: &[PodStartDelay]) -> String {
 }
 
 /// A fake node for KWOK to play the kubelet of.
-fn fake_node(name: &str) -> Result<Node, ClusterError> {
+fn fake_node(name: &str, capacity: &NodeCapacity) -> Result<Node, ClusterError> {
+    let resources = serde_json::json!({
+        "cpu": capacity.cpu,
+        "memory": capacity.memory,
+        "pods": capacity.pods.to_string(),
+    });
     let node = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Node",
@@ -755,10 +797,7 @@ fn fake_node(name: &str) -> Result<Node, ClusterError> {
                 "node-role.kubernetes.io/agent": "",
             },
         },
-        "status": {
-            "allocatable": { "cpu": "1000", "memory": "4Ti", "pods": "1000" },
-            "capacity": { "cpu": "1000", "memory": "4Ti", "pods": "1000" },
-        },
+        "status": { "allocatable": resources, "capacity": resources },
     });
     serde_json::from_value(node)
         .map_err(|e| ClusterError::Other(format!("building node {name}: {e}")))
@@ -1033,7 +1072,10 @@ impl LocalCluster {
         for i in 0..options.nodes {
             let name = format!("kwok-node-{i}");
             nodes
-                .create(&PostParams::default(), &fake_node(&name)?)
+                .create(
+                    &PostParams::default(),
+                    &fake_node(&name, &options.node_capacity)?,
+                )
                 .await?;
             self.nodes.push(name);
         }
@@ -1398,6 +1440,27 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn a_fake_node_offers_the_capacity_it_is_given() {
+        let roomy = fake_node("kwok-node-0", &NodeCapacity::default()).unwrap();
+        let real = NodeCapacity {
+            cpu: "32".to_owned(),
+            memory: "128Gi".to_owned(),
+            pods: 110,
+        };
+        let node = fake_node("kwok-node-1", &real).unwrap();
+        let status = node.status.unwrap();
+        for resources in [status.allocatable.unwrap(), status.capacity.unwrap()] {
+            let get = |k: &str| resources.get(k).map(|q| q.0.clone());
+            assert_eq!(
+                (get("cpu"), get("memory"), get("pods")),
+                (Some("32".into()), Some("128Gi".into()), Some("110".into()))
+            );
+        }
+        let allocatable = roomy.status.unwrap().allocatable.unwrap();
+        assert_eq!(allocatable["cpu"].0, "1000");
+    }
 
     /// The stages as KWOK reads them: the pod-ready stage once per delay, limited to its nodes,
     /// and once for the rest; the other stages as they were.

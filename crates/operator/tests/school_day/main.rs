@@ -1,6 +1,11 @@
 //! `bench/school-day` (ignored; the script runs it in a release build): a school's day in
 //! compressed time on the local control plane. Six KWOK nodes whose pods turn Ready 5–20 s
-//! after scheduling, two of them slow (30–60 s), as image pulls and start-ups vary; the same
+//! after scheduling, two of them slow (30–60 s), as image pulls and start-ups vary. The nodes
+//! have a real node's size (32 CPUs, 128 GiB, 110 pods) and the socket pods their requests, so
+//! the scheduler spreads pods over them as it would on a real cluster: on the testkit's default
+//! nodes, which it cannot tell apart, every pod went to the first node (see
+//! [`NodeCapacity`]) and the slow nodes got pods only once it was full. The bench records where
+//! the socket pods landed (`socket_pods_per_node`). The same
 //! timetable (see [`timetable`]) in two namespaces, one with `learnPodStartup` on and one with
 //! it off, each reconciled by its own operator, so both meet the same nodes at the same times.
 //! The morning (the first four minutes) has no class: the idle pods of half the classes start
@@ -24,7 +29,7 @@ use std::{
 
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::StreamExt as _;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
 use kube::{
     Api, Client, CustomResourceExt, ResourceExt,
     api::{Patch, PatchParams, PostParams},
@@ -32,7 +37,10 @@ use kube::{
 };
 use liveclass_api::{LiveClass, time::from_k8s};
 use liveclass_operator::{Config, Operator};
-use liveclass_testkit::{LocalCluster, RedisServer, cluster::ClusterOptions};
+use liveclass_testkit::{
+    LocalCluster, RedisServer,
+    cluster::{ClusterOptions, NodeCapacity},
+};
 use measure::{DeploySample, Milestones, StatusSample};
 use serde_json::{Value, json};
 use timetable::{Entry, Twist};
@@ -67,6 +75,39 @@ impl Watched {
 }
 
 type Seen = Arc<Mutex<BTreeMap<(String, String), Watched>>>;
+/// Per namespace, the node each socket pod (by uid) was scheduled to.
+type Placed = Arc<Mutex<BTreeMap<String, BTreeMap<String, String>>>>;
+
+/// The fake nodes the slow start-ups are on.
+const SLOW_NODES: std::ops::Range<usize> = 4..6;
+
+/// Records the node of every socket pod scheduled in `ns`.
+fn watch_placement(client: &Client, ns: &str, placed: &Placed) -> tokio::task::JoinHandle<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let config = watcher::Config::default().labels("app.kubernetes.io/name=liveclass-socket");
+    let (placed, ns) = (placed.clone(), ns.to_owned());
+    tokio::spawn(
+        watcher(pods, config)
+            .default_backoff()
+            .applied_objects()
+            .for_each(move |pod| {
+                if let Ok(pod) = pod
+                    && let (Some(uid), Some(node)) = (
+                        pod.metadata.uid.clone(),
+                        pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+                    )
+                {
+                    placed
+                        .lock()
+                        .unwrap()
+                        .entry(ns.clone())
+                        .or_default()
+                        .insert(uid, node);
+                }
+                async {}
+            }),
+    )
+}
 
 /// Records every change of the socket Deployments and the classes in `ns`.
 fn watch(client: &Client, ns: &str, seen: &Seen) -> Vec<tokio::task::JoinHandle<()>> {
@@ -191,8 +232,13 @@ async fn school_day() {
 
     let cluster = LocalCluster::start(
         ClusterOptions::with_pods(6)
+            .node_capacity(NodeCapacity {
+                cpu: "32".to_owned(),
+                memory: "128Gi".to_owned(),
+                pods: 110,
+            })
             .pod_start_delay(0..4, Duration::from_secs(5), Duration::from_secs(20))
-            .pod_start_delay(4..6, Duration::from_secs(30), Duration::from_secs(60)),
+            .pod_start_delay(SLOW_NODES, Duration::from_secs(30), Duration::from_secs(60)),
     )
     .await
     .unwrap();
@@ -204,10 +250,12 @@ async fn school_day() {
         (cluster.namespace("school-fixed").await.unwrap(), false),
     ];
     let seen: Seen = Arc::default();
+    let placed: Placed = Arc::default();
     let mut watchers = Vec::new();
     let mut operators = Vec::new();
     for (ns, _) in &namespaces {
         watchers.extend(watch(&client, ns.name(), &seen));
+        watchers.push(watch_placement(&client, ns.name(), &placed));
         let mut config = Config::for_namespace(ns.name());
         config.redis_override = Some(redis.url());
         operators.push(Operator::start(config, ns.client()).await.unwrap());
@@ -390,7 +438,28 @@ async fn school_day() {
             classes.push(class);
         }
         let judged = day.len();
+        let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+        for node in placed
+            .lock()
+            .unwrap()
+            .get(ns.name())
+            .into_iter()
+            .flat_map(BTreeMap::values)
+        {
+            *per_node.entry(node.clone()).or_default() += 1;
+        }
+        let placed_total: usize = per_node.values().sum();
+        let on_slow: usize = SLOW_NODES
+            .map(|i| {
+                per_node
+                    .get(&format!("kwok-node-{i}"))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .sum();
         per_namespace.push(json!({
+            "socket_pods_per_node": per_node,
+            "socket_pods_on_slow_nodes_percent": 100.0 * on_slow as f64 / placed_total.max(1) as f64,
             "namespace": ns.name(),
             "learn_pod_startup": learn,
             "classes": judged,
@@ -457,6 +526,7 @@ async fn school_day() {
         };
         for figure in [
             "on_time_percent",
+            "socket_pods_on_slow_nodes_percent",
             "lead_seconds_median",
             "lead_seconds_min",
             "over_provisioned_pod_seconds",
@@ -471,7 +541,11 @@ async fn school_day() {
     }
     let mut result = json!({
         "scenario": "school-day",
-        "cluster": "local control plane, 6 KWOK nodes: pods Ready 5–20 s after scheduling on 4, 30–60 s on 2",
+        "cluster": format!(
+            "local control plane, 6 KWOK nodes of 32 CPUs, 128 GiB and 110 pods: pods Ready 5–20 s after scheduling on 4, 30–60 s on 2; socket pods request {} CPU and {}",
+            timetable::SOCKET_CPU_REQUEST,
+            timetable::SOCKET_MEMORY_REQUEST
+        ),
         "timetable": {
             "classes_per_namespace": day.len(),
             "seed": seed,

@@ -22,6 +22,10 @@ pub const HEADROOM: f64 = 1.2;
 pub const STEP_PERCENT: u32 = 50;
 /// What an admin would guess for a pod's start on the fast nodes.
 pub const POD_STARTUP: &str = "20s";
+/// What a socket pod for [`CONNECTIONS_PER_POD`] students requests (the scheduler places pods
+/// by it; see `main`).
+pub const SOCKET_CPU_REQUEST: &str = "500m";
+pub const SOCKET_MEMORY_REQUEST: &str = "256Mi";
 
 /// Something the day does to a class besides its schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +147,9 @@ pub fn live_class(entry: &Entry, learn: bool) -> Value {
                 "idleReplicas": entry.idle_replicas,
                 "maxReplicas": 20,
                 "podStartup": POD_STARTUP,
+                "resources": {
+                    "requests": { "cpu": SOCKET_CPU_REQUEST, "memory": SOCKET_MEMORY_REQUEST },
+                },
                 "learnPodStartup": learn,
                 "drainWindow": "2s",
                 "scaleDown": { "stepPercent": STEP_PERCENT, "interval": "10s" },
