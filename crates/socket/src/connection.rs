@@ -125,38 +125,46 @@ where
     S: Sink<Message, Error = axum::Error> + Unpin,
     R: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
-    async fn run(mut self, resume: Resume) {
-        let (tx, rx) = outbox::outbox(self.state.limits.send_queue);
-        let close = Arc::new(CloseSignal::default());
-        let subscribed = self.state.hub.join(
-            &self.identity.class,
-            &self.identity.user,
-            self.conn,
-            self.peer,
-            tx,
-            close.clone(),
-        );
-        let _leave = LeaveGuard {
-            state: self.state.clone(),
-            identity: self.identity.clone(),
-            conn: self.conn,
-            member: self.member.clone(),
-        };
-        // A connection replaced (or closed by the drain) while it is still recovering stops
-        // at once instead of finishing a replay nobody will read.
-        // The start (recovery) and the close are boxed: a future is as large as its largest
-        // state for the whole connection, and an idle connection is most of its life in the
-        // main loop.
-        let started = tokio::select! {
-            started = Box::pin(self.start(subscribed, resume)) => started,
-            reason = close.raised() => Err(End::Close(reason)),
-        };
-        let end = match started {
-            Ok(skip_until) => self.main_loop(rx, &close, skip_until).await,
-            Err(end) => end,
-        };
-        if let End::Close(reason) = end {
-            Box::pin(self.close(reason)).await;
+    /// Not an `async fn`: one moves its arguments into locals and keeps the space they came
+    /// in as well, so the connection's state would be in its future twice for its whole life.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold the Connection twice"
+    )]
+    fn run(mut self, resume: Resume) -> impl Future<Output = ()> {
+        async move {
+            let (tx, rx) = outbox::outbox(self.state.limits.send_queue);
+            let close = Arc::new(CloseSignal::default());
+            let subscribed = self.state.hub.join(
+                &self.identity.class,
+                &self.identity.user,
+                self.conn,
+                self.peer,
+                tx,
+                close.clone(),
+            );
+            let _leave = LeaveGuard {
+                state: self.state.clone(),
+                identity: self.identity.clone(),
+                conn: self.conn,
+                member: self.member.clone(),
+            };
+            // A connection replaced (or closed by the drain) while it is still recovering stops
+            // at once instead of finishing a replay nobody will read.
+            // The start (recovery) and the close are boxed: a future is as large as its largest
+            // state for the whole connection, and an idle connection is most of its life in the
+            // main loop.
+            let started = tokio::select! {
+                started = Box::pin(self.start(subscribed, resume)) => started,
+                reason = close.raised() => Err(End::Close(reason)),
+            };
+            let end = match started {
+                Ok(skip_until) => self.main_loop(rx, &close, skip_until).await,
+                Err(end) => end,
+            };
+            if let End::Close(reason) = end {
+                Box::pin(self.close(reason)).await;
+            }
         }
     }
 
@@ -324,7 +332,9 @@ where
                     // The hub holds the sender for as long as the member is joined.
                     let Some(outbound) = outbound else { return End::Close(CloseReason::Internal) };
                     tokio::select! {
-                        written = self.write_batch(outbound, &mut rx, skip_until) => {
+                        // Boxed: while it writes, this state is larger than the idle loop's,
+                        // and every idle connection would be sized for it.
+                        written = Box::pin(self.write_batch(outbound, &mut rx, skip_until)) => {
                             if let Err(e) = written {
                                 return e.into();
                             }
